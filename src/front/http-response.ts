@@ -1,0 +1,61 @@
+/**
+ * Writing Git responses to an HTTP client, with the proxy's error rule:
+ * before the first byte, an HTTP status with a short text git prints; after
+ * it, the connection is cut so a partial pack is never taken for a whole one.
+ */
+import type { ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { ProxyError } from '../errors.js'
+
+/** Answer with an HTTP error if nothing was sent yet, else cut the connection. */
+export function failResponse(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const status = err instanceof ProxyError ? err.statusCode : 502
+  const message = err instanceof ProxyError && err.expose ? err.message : 'proxy error'
+  const code = status === 499 ? 502 : status
+  res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' })
+  res.end(`${message}\n`)
+}
+
+/**
+ * Stream `body` to the client after `writeHead(status, headers)`. Resolves
+ * with the bytes written; rejects (and destroys the socket) when the body
+ * fails or the client goes away.
+ */
+export async function streamResponse(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string | string[]>,
+  body: Readable,
+  signal: AbortSignal,
+): Promise<number> {
+  let bytes = 0
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length
+      cb(null, chunk)
+    },
+  })
+  res.writeHead(status, headers)
+  try {
+    await pipeline(body, counter, res, { signal })
+  } catch (err) {
+    res.destroy()
+    throw err
+  }
+  return bytes
+}
+
+/** An AbortSignal that fires when the client connection closes before the response finished. */
+export function clientGoneSignal(res: ServerResponse): AbortSignal {
+  const ac = new AbortController()
+  res.once('close', () => {
+    if (!res.writableFinished) ac.abort(new Error('client closed the connection'))
+  })
+  return ac.signal
+}

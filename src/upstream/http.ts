@@ -1,0 +1,156 @@
+/**
+ * The HTTP upstream: every request the proxy makes to the real Git server
+ * goes through here (undici). Bodies stream both ways; nothing is buffered.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
+import { UpstreamError } from '../errors.js'
+import { encodeRepoPath, type RepoPath } from '../repository.js'
+
+/** Headers never forwarded in either direction (RFC 9110 §7.6.1 hop-by-hop, plus ones we own). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'expect',
+  'http2-settings',
+])
+
+export interface UpstreamRequest {
+  method: 'GET' | 'POST' | 'HEAD'
+  repo: RepoPath
+  /** Path below the repository, with query string: `info/refs?service=git-upload-pack`. */
+  subPath: string
+  headers: Record<string, string>
+  body?: Readable | Buffer | null
+  signal?: AbortSignal
+}
+
+export interface UpstreamResponse {
+  statusCode: number
+  headers: Record<string, string | string[]>
+  body: Readable
+}
+
+export interface HttpUpstreamOptions {
+  baseUrl: URL
+  /** Milliseconds to wait for response headers. */
+  headersTimeoutMs?: number
+  /** Milliseconds the body may stay idle (upload-pack can think for minutes before the pack). */
+  bodyTimeoutMs?: number
+  connections?: number
+}
+
+export class HttpUpstream {
+  readonly baseUrl: URL
+  readonly #agent: Agent
+  readonly #basePath: string
+
+  constructor(opts: HttpUpstreamOptions) {
+    this.baseUrl = opts.baseUrl
+    this.#basePath = opts.baseUrl.pathname.replace(/\/+$/, '')
+    this.#agent = new Agent({
+      headersTimeout: opts.headersTimeoutMs ?? 300_000,
+      bodyTimeout: opts.bodyTimeoutMs ?? 600_000,
+      connections: opts.connections ?? 256,
+      keepAliveTimeout: 30_000,
+    })
+  }
+
+  /** The upstream URL of a repository endpoint, for logs and redirects. */
+  urlFor(repo: RepoPath, subPath: string): string {
+    return `${this.baseUrl.origin}${this.#basePath}/${encodeRepoPath(repo)}/${subPath}`
+  }
+
+  /**
+   * Send one request. Rejects with UpstreamError (502 unreachable, 504
+   * timeout) when no response arrives; any response, 4xx/5xx included, is
+   * returned for the caller to relay. The caller owns `body` and must
+   * consume or destroy it.
+   */
+  async request(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const opts: Dispatcher.RequestOptions = {
+      origin: this.baseUrl.origin,
+      path: `${this.#basePath}/${encodeRepoPath(req.repo)}/${req.subPath}`,
+      method: req.method,
+      headers: req.headers,
+      body: req.body ?? null,
+      signal: req.signal ?? null,
+    }
+    try {
+      const res = await this.#agent.request(opts)
+      return { statusCode: res.statusCode, headers: flattenHeaders(res.headers), body: res.body }
+    } catch (err) {
+      throw mapUpstreamError(err, this.baseUrl.origin)
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close()
+  }
+}
+
+/** Map an undici failure to an UpstreamError with the original as `cause`. */
+export function mapUpstreamError(err: unknown, origin: string): UpstreamError {
+  if (err instanceof UpstreamError) return err
+  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
+    return new UpstreamError('ERR_UPSTREAM_TIMEOUT', `upstream ${origin} timed out`, { statusCode: 504, cause: err })
+  }
+  if (err instanceof Error && err.name === 'AbortError') {
+    return new UpstreamError('ERR_UPSTREAM_ABORTED', 'request aborted', { statusCode: 499, cause: err })
+  }
+  const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown'
+  return new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${origin} unreachable (${code})`, {
+    statusCode: 502,
+    cause: err,
+  })
+}
+
+/** Client request headers to forward upstream: everything but hop-by-hop and Accept-Encoding. */
+export function forwardRequestHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {}
+  const connectionListed = listedInConnection(headers['connection'])
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || connectionListed.has(lower)) continue
+    // The proxy parses and stores response bodies: ask for them uncompressed.
+    if (lower === 'accept-encoding') continue
+    out[lower] = Array.isArray(value) ? value.join(', ') : value
+  }
+  return out
+}
+
+/** Upstream response headers to relay to the client. */
+export function relayResponseHeaders(headers: Record<string, string | string[]>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const connectionListed = listedInConnection(headers['connection'])
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || connectionListed.has(lower)) continue
+    out[lower] = value
+  }
+  return out
+}
+
+function listedInConnection(value: string | string[] | undefined): Set<string> {
+  if (value === undefined) return new Set()
+  const text = Array.isArray(value) ? value.join(',') : value
+  return new Set(text.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''))
+}
+
+function flattenHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined) out[name] = value
+  }
+  return out
+}
