@@ -1,0 +1,117 @@
+/**
+ * A Readable over a cache file that may still be growing (Gitaly's
+ * streamcache reader): it reads from offset 0 what the source says is
+ * written, and when it has caught up it waits for `notify()` (the writer
+ * made progress or finished) instead of polling. It ends once the source is
+ * complete and every byte up to `available()` was pushed.
+ *
+ * The reader owns nothing but its position: the source decides where the
+ * bytes come from (a committed entry's own fd, or the fd a fill shares with
+ * all its readers) and `release()` is called exactly once when the reader
+ * closes, for whatever reason (end, error, destroy by the consumer), so the
+ * source can close or un-reference its fd. The reader's 'close' event comes
+ * after `release()` settled.
+ */
+import { Readable } from 'node:stream'
+import { CacheError, toError } from '../errors.js'
+
+/** Read size and highWaterMark of entry readers. */
+export const READ_CHUNK = 64 * 1024
+
+export interface ReadSource {
+  /** Reads up to `buf.length` bytes at `position`; 0 means end of file. */
+  read(buf: Uint8Array, position: number): Promise<number>
+  /** Bytes that can be read now (never decreases). */
+  available(): number
+  /** True once `available()` is final: the reader ends when it gets there. */
+  complete(): boolean
+  /** Called once when the reader closes, with the bytes handed to its consumer. Must not reject. */
+  release(delivered: number): Promise<void>
+}
+
+export class EntryReader extends Readable {
+  readonly #src: ReadSource
+  #pos = 0
+  #pushed = 0
+  /** A pump loop is running. */
+  #busy = false
+  /** Caught up with a source that is not complete: `notify()` resumes. */
+  #waiting = false
+
+  constructor(src: ReadSource) {
+    super({ highWaterMark: READ_CHUNK })
+    this.#src = src
+  }
+
+  /** The source has more bytes, or completed. Cheap when the reader is not waiting. */
+  notify(): void {
+    if (!this.#waiting || this.destroyed) return
+    this.#waiting = false
+    void this.#pump() // #pump never rejects: failures destroy the reader
+  }
+
+  /** Not `this.destroyed` inline: it changes across awaits, which narrowing does not see. */
+  #isDestroyed(): boolean {
+    return this.destroyed
+  }
+
+  override _read(): void {
+    if (this.#busy || this.#waiting) return
+    void this.#pump() // #pump never rejects: failures destroy the reader
+  }
+
+  async #pump(): Promise<void> {
+    this.#busy = true
+    try {
+      for (;;) {
+        if (this.destroyed) return
+        const available = this.#src.available()
+        if (this.#pos >= available) {
+          if (this.#src.complete()) {
+            this.push(null)
+          } else {
+            this.#waiting = true
+          }
+          return
+        }
+        const want = Math.min(READ_CHUNK, available - this.#pos)
+        const buf = Buffer.allocUnsafe(want)
+        const got = await this.#src.read(buf, this.#pos)
+        if (this.#isDestroyed()) return // destroyed while reading
+        if (got <= 0) {
+          this.destroy(
+            new CacheError(
+              'ERR_CACHE_ENTRY_TRUNCATED',
+              `cache file ended at ${this.#pos} bytes, ${available} expected`,
+            ),
+          )
+          return
+        }
+        this.#pos += got
+        this.#pushed += got
+        if (!this.push(got === want ? buf : buf.subarray(0, got))) return
+      }
+    } catch (err) {
+      const message = `reading the cache file failed: ${toError(err).message}`
+      this.destroy(
+        err instanceof CacheError ? err : new CacheError('ERR_CACHE_READ_FAILED', message, { cause: err }),
+      )
+    } finally {
+      this.#busy = false
+    }
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.#waiting = false
+    // Bytes still in our buffer never reached the consumer.
+    const delivered = this.#pushed - this.readableLength
+    this.#src.release(delivered).then(
+      () => {
+        callback(err)
+      },
+      (releaseErr: unknown) => {
+        callback(err ?? toError(releaseErr))
+      },
+    )
+  }
+}
