@@ -11,6 +11,12 @@ import type { Config } from './config/load.js'
 import type { Log } from './logger.js'
 import { ensureDemoRepository, startEmbeddedUpstream, type EmbeddedUpstream } from './upstream/embedded.js'
 import { HttpUpstream } from './upstream/http.js'
+import { AuthMemo } from './cache/auth-memo.js'
+import { FillLimiter } from './cache/fill-limiter.js'
+import { CacheStore } from './cache/store.js'
+import { createHttpCacheHandler } from './front/http-cache.js'
+import { UploadPackService } from './service/upload-pack.js'
+import { Settings } from './settings.js'
 
 export interface RunningProxy {
   /** `http://host:port` the HTTP front listens on. */
@@ -19,8 +25,13 @@ export interface RunningProxy {
   /** Set when the embedded upstream runs: the demo repository's path. */
   readonly demoRepo: string | null
   readonly app: FastifyInstance
+  readonly store: CacheStore
+  readonly settings: Settings
   close(): Promise<void>
 }
+
+/** Bounds on upstream fills (DESIGN §3.7): per repository, in total, and the wait queue. */
+const FILL_LIMITS = { maxTotal: 32, maxPerRepo: 8, maxQueue: 1000, queueTimeoutMs: 120_000 }
 
 /** Where the embedded upstream keeps its repositories: `repos` beside `cache.dir`. */
 export function embeddedRepoRoot(config: Config): string {
@@ -42,8 +53,33 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   }
 
   const upstream = new HttpUpstream({ baseUrl: upstreamUrl })
-  const app = await buildApp({ log, upstream })
+  const settings = new Settings(config)
+  const store = new CacheStore({ dir: config.cacheDir, log: log.child({ component: 'cache' }), maxSize: config.cache.maxSize })
+  await store.init()
+  const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000 })
+  const uploadPack = new UploadPackService({
+    store,
+    limiter: new FillLimiter(FILL_LIMITS),
+    authMemo,
+    upstream,
+    settings,
+    admit: () => true,
+    log: log.child({ component: 'upload-pack' }),
+  })
+  const handlers = createHttpCacheHandler({ uploadPack, store, authMemo, upstream, log: log.child({ component: 'http' }) })
+  const sweeper = setInterval(() => {
+    store
+      .sweepExpired((kind) => (kind === 'refs' ? settings.get('refsTtl') : settings.get('uploadPackTtl')) * 1000)
+      .catch((err: unknown) => {
+        log.warn({ err }, 'expiry sweep failed')
+      })
+  }, config.cache.expiryCheckInterval * 1000)
+  sweeper.unref()
+
+  const app = await buildApp({ log, upstream, handlers })
   app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    await store.close()
     await upstream.close()
     await embedded?.close()
   })
@@ -61,6 +97,8 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     upstreamUrl: upstreamUrl.toString().replace(/\/$/, ''),
     demoRepo,
     app,
+    store,
+    settings,
     close: async () => {
       await app.close()
     },

@@ -23,7 +23,7 @@ export function failResponse(res: ServerResponse, err: unknown): void {
 }
 
 /**
- * Stream `body` to the client after `writeHead(status, headers)`. Resolves
+ * Stream `body` (through `transforms`) to the client after `writeHead(status, headers)`. Resolves
  * with the bytes written; rejects (and destroys the socket) when the body
  * fails or the client goes away.
  */
@@ -33,6 +33,7 @@ export async function streamResponse(
   headers: Record<string, string | string[]>,
   body: Readable,
   signal: AbortSignal,
+  transforms: Transform[] = [],
 ): Promise<number> {
   let bytes = 0
   const counter = new Transform({
@@ -43,7 +44,7 @@ export async function streamResponse(
   })
   res.writeHead(status, headers)
   try {
-    await pipeline(body, counter, res, { signal })
+    await pipeline([body, ...transforms, counter, res], { signal })
   } catch (err) {
     res.destroy()
     throw err

@@ -107,7 +107,13 @@ export const gitHttpPlugin: FastifyPluginAsync<GitHttpOptions> = async (app, opt
 }
 
 /** Forward the request untouched and stream the answer back. */
-export async function passThrough(ctx: GitHttpContext, upstream: HttpUpstream, body?: Buffer): Promise<void> {
+export async function passThrough(
+  ctx: GitHttpContext,
+  upstream: HttpUpstream,
+  body?: Buffer,
+  /** Runs after the upstream's status is known, before anything reaches the client. */
+  onResponse?: (status: number) => Promise<void>,
+): Promise<void> {
   const { route, request } = ctx
   const url = splitRawUrl(request.url)
   const sub = route.endpoint.kind === 'dumb' ? route.endpoint.subPath : subPathOf(route)
@@ -126,6 +132,14 @@ export async function passThrough(ctx: GitHttpContext, upstream: HttpUpstream, b
     signal: ctx.signal,
   })
   ctx.outcome.status = upstreamRes.statusCode
+  if (onResponse !== undefined) {
+    try {
+      await onResponse(upstreamRes.statusCode)
+    } catch (err) {
+      upstreamRes.body.destroy()
+      throw err
+    }
+  }
   ctx.outcome.bytes = await streamResponse(
     ctx.res,
     upstreamRes.statusCode,

@@ -1,5 +1,5 @@
 /** Running the real git client in tests, isolated from the machine's config. */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
@@ -71,4 +71,28 @@ export function parseRefList(text: string): Map<string, string> {
     if (m?.[1] !== undefined && m[2] !== undefined) refs.set(m[2], m[1])
   }
   return refs
+}
+
+/** Start git in its own process group, so `kill()` takes its transport helpers down too. */
+export function spawnGit(home: string, args: string[], opts: GitOptions = {}): { kill(): void; done: Promise<GitResult> } {
+  let stdout = ''
+  let stderr = ''
+  const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(home, opts.env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  const done = new Promise<GitResult>((resolve) => {
+    child.on('close', (code, signal) => { resolve({ code: code ?? (signal === null ? 1 : 128), stdout, stderr }) })
+  })
+  return {
+    kill: () => {
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL')
+        } catch {
+          // already gone
+        }
+      }
+    },
+    done,
+  }
 }

@@ -1,0 +1,212 @@
+/**
+ * The clone cache as a transport-free service: given one upload-pack
+ * request (repository, protocol version, credential, the request body),
+ * answer it from the cache, by a single-flight fill from the upstream, or
+ * say that it must pass through. The HTTP and SSH fronts both call this.
+ *
+ * Order of checks for a cacheable request:
+ *   1. policy (pure): cacheable? key?
+ *   2. authorization (DESIGN §3.1): the credential must have been accepted
+ *      upstream for this repository within auth.ttl, else it is checked
+ *      upstream now and a refusal is relayed to the client unchanged;
+ *   3. the store: hit, join, or miss (fill under the FillLimiter).
+ */
+import type { Readable } from 'node:stream'
+import { Transform, type Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { UpstreamError } from '../errors.js'
+import type { Log } from '../logger.js'
+import type { AuthMemo } from '../cache/auth-memo.js'
+import type { FillLimiter } from '../cache/fill-limiter.js'
+import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
+import type { CacheStore, FillOutcome } from '../cache/store.js'
+import { UploadPackResponseChecker } from '../protocol/upload-pack-response.js'
+import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
+import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
+import type { RepoPath } from '../repository.js'
+import type { Settings } from '../settings.js'
+import type { HttpUpstream, UpstreamResponse } from '../upstream/http.js'
+
+export const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
+
+export interface UploadPackRequest {
+  repo: RepoPath
+  version: 0 | 1 | 2
+  /** `Authorization` header value, or null (anonymous). */
+  credential: string | null
+  /** Decoded pkt-line request (gzip already removed). */
+  body: Buffer
+  /** Headers to send upstream with the body on a fill (the client's, forwarded). */
+  upstreamHeaders: Record<string, string>
+  /** The body as it goes upstream (may be the client's gzip bytes). */
+  upstreamBody: Buffer
+  /** Which front asks: caching can be switched off per front. */
+  front: 'HTTP' | 'SSH'
+}
+
+export type UploadPackAnswer =
+  /** Not cacheable (or caching off): the caller streams the request through. */
+  | { kind: 'pass'; reason: string }
+  /** The upstream refused the credential: relay this response as is. */
+  | { kind: 'refused'; response: UpstreamResponse }
+  /** A 200 upload-pack result body, from the cache or a fill. */
+  | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: Readable }
+
+export interface UploadPackServiceDeps {
+  store: CacheStore
+  limiter: FillLimiter
+  authMemo: AuthMemo
+  upstream: HttpUpstream
+  settings: Settings
+  /** Whether new entries may be written now (the disk guard). */
+  admit: () => boolean
+  log: Log
+}
+
+/** The upstream answered a fill with something other than a 200 upload-pack result. */
+export class UpstreamStatusError extends UpstreamError {
+  constructor(readonly status: number, detail: string) {
+    super('ERR_UPSTREAM_STATUS', `upstream answered ${status}${detail === '' ? '' : `: ${detail}`}`, {
+      statusCode: status >= 400 && status < 600 ? status : 502,
+    })
+  }
+}
+
+export class UploadPackService {
+  readonly #d: UploadPackServiceDeps
+
+  constructor(deps: UploadPackServiceDeps) {
+    this.#d = deps
+  }
+
+  /** The policy decision for a request (exported for tests and logs). */
+  decide(req: UploadPackRequest): UploadPackDecision | { cacheable: false; reason: string } {
+    if (req.version === 2) {
+      const cmd = parseCommandRequestV2(req.body)
+      if (cmd === null) return { cacheable: false, reason: 'empty request' }
+      if (cmd.command !== 'fetch') return { cacheable: false, reason: `command ${cmd.command}` }
+      return decideFetchV2(req.repo, cmd.capabilities, parseFetchArgsV2(cmd.args))
+    }
+    return decideUploadPackV1(req.repo, parseUploadPackRequestV1(req.body))
+  }
+
+  async serve(req: UploadPackRequest): Promise<UploadPackAnswer> {
+    const { settings, store } = this.#d
+    if (!settings.get('uploadPackEnabled')) return { kind: 'pass', reason: 'upload-pack caching disabled' }
+    if (!settings.cachingFor(req.front)) return { kind: 'pass', reason: `caching disabled for ${req.front}` }
+    const decision = this.decide(req)
+    if (!decision.cacheable) {
+      store.recordBypass(req.repo, 'upload-pack')
+      return { kind: 'pass', reason: decision.reason }
+    }
+
+    const refused = await this.authorize(req.repo, req.credential, req.upstreamHeaders)
+    if (refused !== null) return { kind: 'refused', response: refused }
+
+    const result = await store.open({
+      key: decision.key,
+      kind: 'upload-pack',
+      repo: req.repo,
+      ttlMs: settings.get('uploadPackTtl') * 1000,
+      admit: this.#d.admit(),
+      produce: (sink, signal) =>
+        this.#d.limiter.run(req.repo, () => this.#fill(req, decision, sink, signal)),
+    })
+    if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
+    return { kind: 'body', how: result.how, body: result.body }
+  }
+
+  /**
+   * Null when `credential` may read `repo` (known, or just checked upstream);
+   * otherwise the upstream's refusal, to relay unchanged (its body unread).
+   */
+  async authorize(
+    repo: RepoPath,
+    credential: string | null,
+    headers: Record<string, string>,
+  ): Promise<UpstreamResponse | null> {
+    const { authMemo, upstream } = this.#d
+    if (authMemo.isAccepted(repo, credential)) return null
+    // The cheapest request that proves read access: a v2 capability
+    // advertisement lists no refs.
+    const probeHeaders: Record<string, string> = { 'git-protocol': 'version=2' }
+    for (const name of ['authorization', 'cookie', 'user-agent']) {
+      const value = headers[name]
+      if (value !== undefined) probeHeaders[name] = value
+    }
+    const res = await upstream.request({
+      method: 'GET',
+      repo,
+      subPath: 'info/refs?service=git-upload-pack',
+      headers: probeHeaders,
+    })
+    if (res.statusCode === 200) {
+      res.body.resume()
+      authMemo.accept(repo, credential)
+      return null
+    }
+    this.#d.log.info({ repo, status: res.statusCode }, 'upstream refused the credential for a cached request')
+    return res
+  }
+
+  async #fill(
+    req: UploadPackRequest,
+    decision: Extract<UploadPackDecision, { cacheable: true }>,
+    sink: Writable,
+    signal: AbortSignal,
+  ): Promise<FillOutcome> {
+    const headers: Record<string, string> = { ...req.upstreamHeaders, 'content-length': String(req.upstreamBody.length) }
+    delete headers['transfer-encoding']
+    const res = await this.#d.upstream.request({
+      method: 'POST',
+      repo: req.repo,
+      subPath: 'git-upload-pack',
+      headers,
+      body: req.upstreamBody,
+      signal,
+    })
+    const contentType = String(res.headers['content-type'] ?? '')
+    if (res.statusCode !== 200 || contentType !== UPLOAD_PACK_RESULT) {
+      const detail = await readSome(res.body, 512)
+      throw new UpstreamStatusError(res.statusCode, detail.trim())
+    }
+    const checker = new UploadPackResponseChecker({
+      protocol: decision.family,
+      sideband: decision.sideband,
+      expectPack: decision.expectPack,
+      objectFormat: decision.objectFormat,
+    })
+    const check = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        cb(null, checker.push(chunk))
+      },
+    })
+    await pipeline(res.body, check, sink, { signal })
+    const verdict = checker.finish()
+    if (!verdict.ok) {
+      // The client still gets the whole answer (an upstream ERR is the
+      // upstream's to tell); it is just not stored.
+      this.#d.log.warn({ repo: req.repo, reason: verdict.reason }, 'upload-pack response not cached')
+      return { commit: false, reason: verdict.reason, deliver: true }
+    }
+    return { commit: true, info: { contentType: UPLOAD_PACK_RESULT } }
+  }
+}
+
+async function readSome(body: Readable, limit: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  try {
+    for await (const chunk of body) {
+      const buf = chunk as Buffer // undici bodies yield Buffers
+      chunks.push(buf)
+      size += buf.length
+      if (size >= limit) break
+    }
+  } catch {
+    // The detail is best effort.
+  } finally {
+    body.destroy()
+  }
+  return Buffer.concat(chunks).subarray(0, limit).toString('utf8').replace(/[^\x20-\x7e\n]/g, '?')
+}

@@ -1,0 +1,64 @@
+/** The proxy as a separate process (`node --import tsx src/server.ts`), for crash and signal tests. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Test } from 'tap'
+
+const ROOT = path.resolve(import.meta.dirname, '../..')
+
+export interface ProxyProcess {
+  url: string
+  child: ChildProcess
+  output(): string
+  exited: Promise<number | null>
+}
+
+export async function startProxyProcess(t: Test, env: Record<string, string>): Promise<ProxyProcess> {
+  const port = await freePort()
+  let output = ''
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: process.env['HOME'] ?? '/tmp',
+      SCM_CACHE_PROXY_HTTP_HOST: '127.0.0.1',
+      SCM_CACHE_PROXY_HTTP_PORT: String(port),
+      SCM_CACHE_SCM_CACHE_MINIMUM_FREE_SPACE: '0',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { resolve(code) }))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`proxy exited early:\n${output}`)
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return { url, child, output: () => output, exited }
+    } catch {
+      // not listening yet
+    }
+    await sleep(50)
+  }
+  throw new Error(`proxy did not start:\n${output}`)
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address()
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
+      s.close(() => { resolve(port) })
+    })
+    s.on('error', reject)
+  })
+}
