@@ -17,6 +17,7 @@ import { CacheStore } from './cache/store.js'
 import { createHttpCacheHandler } from './front/http-cache.js'
 import { UploadPackService } from './service/upload-pack.js'
 import { Settings } from './settings.js'
+import { DiskGuard } from './cache/disk-guard.js'
 
 export interface RunningProxy {
   /** `http://host:port` the HTTP front listens on. */
@@ -27,6 +28,7 @@ export interface RunningProxy {
   readonly app: FastifyInstance
   readonly store: CacheStore
   readonly settings: Settings
+  readonly disk: DiskGuard
   close(): Promise<void>
 }
 
@@ -56,6 +58,13 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   const settings = new Settings(config)
   const store = new CacheStore({ dir: config.cacheDir, log: log.child({ component: 'cache' }), maxSize: config.cache.maxSize })
   await store.init()
+  const disk = new DiskGuard({
+    dir: config.cacheDir,
+    minimumFreeSpace: config.cache.minimumFreeSpace,
+    intervalMs: config.cache.diskCheckInterval * 1000,
+    log: log.child({ component: 'disk' }),
+  })
+  await disk.start()
   const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000 })
   const uploadPack = new UploadPackService({
     store,
@@ -63,7 +72,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     authMemo,
     upstream,
     settings,
-    admit: () => true,
+    admit: () => disk.admit(),
     log: log.child({ component: 'upload-pack' }),
   })
   const handlers = createHttpCacheHandler({ uploadPack, store, authMemo, upstream, log: log.child({ component: 'http' }) })
@@ -76,8 +85,17 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   }, config.cache.expiryCheckInterval * 1000)
   sweeper.unref()
 
-  const app = await buildApp({ log, upstream, handlers })
+  const app = await buildApp({
+    log,
+    upstream,
+    handlers,
+    register: async (_app) => {
+      // --- REST API (src/rest/) ---
+      // --- end REST API ---
+    },
+  })
   app.addHook('onClose', async () => {
+    disk.stop()
     clearInterval(sweeper)
     await store.close()
     await upstream.close()
@@ -90,6 +108,9 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     await app.close()
     throw err
   }
+  // --- SSH front (src/front/ssh.ts), started when upstream.ssh.url is set ---
+  // --- end SSH front ---
+
   const addr = app.server.address() as AddressInfo // listening on TCP: address() is an AddressInfo
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   return {
@@ -99,6 +120,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     app,
     store,
     settings,
+    disk,
     close: async () => {
       await app.close()
     },

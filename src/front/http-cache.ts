@@ -13,7 +13,7 @@ import type { CacheStore } from '../cache/store.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import { createAdvertisementFilterV1 } from '../protocol/v1/advertisement.js'
 import { filterCapabilityAdvertisementV2 } from '../protocol/v2/capability-advertisement.js'
-import { UPLOAD_PACK_RESULT, type UploadPackService } from '../service/upload-pack.js'
+import { postUploadPack, UPLOAD_PACK_RESULT, type UploadPackService } from '../service/upload-pack.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { GitHttpContext, GitRouteHandler } from './http.js'
 import { passThrough, splitRawUrl } from './http.js'
@@ -70,16 +70,16 @@ async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promi
     return
   }
   const headers = forwardRequestHeaders(request.headers)
+  const repo = ctx.route.repo
   let answer
   try {
     answer = await deps.uploadPack.serve({
-      repo: ctx.route.repo,
+      repo,
       version: ctx.version,
-      credential: header(request.headers.authorization) ?? null,
       body: read.decoded,
-      upstreamHeaders: headers,
-      upstreamBody: read.raw,
       front: 'HTTP',
+      authorize: () => deps.uploadPack.authorizeHttp(repo, header(request.headers.authorization) ?? null, headers),
+      fetchUpstream: (signal) => postUploadPack(deps.upstream, repo, headers, read.raw, signal),
     })
   } catch (err) {
     if (!(err instanceof ProtocolError)) throw err

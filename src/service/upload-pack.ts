@@ -32,16 +32,23 @@ export const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
 export interface UploadPackRequest {
   repo: RepoPath
   version: 0 | 1 | 2
-  /** `Authorization` header value, or null (anonymous). */
-  credential: string | null
   /** Decoded pkt-line request (gzip already removed). */
   body: Buffer
-  /** Headers to send upstream with the body on a fill (the client's, forwarded). */
-  upstreamHeaders: Record<string, string>
-  /** The body as it goes upstream (may be the client's gzip bytes). */
-  upstreamBody: Buffer
   /** Which front asks: caching can be switched off per front. */
   front: 'HTTP' | 'SSH'
+  /**
+   * Proves the client may read `repo` (DESIGN §3.1): resolves null when it
+   * may, or the upstream's refusal to relay. Runs only for cacheable
+   * requests, before anything is served from the cache.
+   */
+  authorize: () => Promise<UpstreamResponse | null>
+  /**
+   * Sends the request to the upstream and resolves with the raw upload-pack
+   * response body (pkt-lines), or rejects (UpstreamStatusError for an
+   * answer that is not a 200 upload-pack result). Called at most once, for a
+   * miss, under the fill limiter.
+   */
+  fetchUpstream: (signal: AbortSignal) => Promise<Readable>
 }
 
 export type UploadPackAnswer =
@@ -100,7 +107,7 @@ export class UploadPackService {
       return { kind: 'pass', reason: decision.reason }
     }
 
-    const refused = await this.authorize(req.repo, req.credential, req.upstreamHeaders)
+    const refused = await req.authorize()
     if (refused !== null) return { kind: 'refused', response: refused }
 
     const result = await store.open({
@@ -117,10 +124,12 @@ export class UploadPackService {
   }
 
   /**
-   * Null when `credential` may read `repo` (known, or just checked upstream);
-   * otherwise the upstream's refusal, to relay unchanged (its body unread).
+   * The HTTP credential check: null when `credential` (an Authorization
+   * header value, or null for anonymous) may read `repo`, known from the
+   * memo or checked upstream now; otherwise the upstream's refusal, to relay
+   * unchanged (its body unread).
    */
-  async authorize(
+  async authorizeHttp(
     repo: RepoPath,
     credential: string | null,
     headers: Record<string, string>,
@@ -155,21 +164,7 @@ export class UploadPackService {
     sink: Writable,
     signal: AbortSignal,
   ): Promise<FillOutcome> {
-    const headers: Record<string, string> = { ...req.upstreamHeaders, 'content-length': String(req.upstreamBody.length) }
-    delete headers['transfer-encoding']
-    const res = await this.#d.upstream.request({
-      method: 'POST',
-      repo: req.repo,
-      subPath: 'git-upload-pack',
-      headers,
-      body: req.upstreamBody,
-      signal,
-    })
-    const contentType = String(res.headers['content-type'] ?? '')
-    if (res.statusCode !== 200 || contentType !== UPLOAD_PACK_RESULT) {
-      const detail = await readSome(res.body, 512)
-      throw new UpstreamStatusError(res.statusCode, detail.trim())
-    }
+    const body = await req.fetchUpstream(signal)
     const checker = new UploadPackResponseChecker({
       protocol: decision.family,
       sideband: decision.sideband,
@@ -181,7 +176,7 @@ export class UploadPackService {
         cb(null, checker.push(chunk))
       },
     })
-    await pipeline(res.body, check, sink, { signal })
+    await pipeline(body, check, sink, { signal })
     const verdict = checker.finish()
     if (!verdict.ok) {
       // The client still gets the whole answer (an upstream ERR is the
@@ -191,6 +186,28 @@ export class UploadPackService {
     }
     return { commit: true, info: { contentType: UPLOAD_PACK_RESULT } }
   }
+}
+
+/**
+ * The HTTP upstream's half of a fill: POST the client's request body and
+ * return the 200 upload-pack result body, or throw UpstreamStatusError.
+ */
+export async function postUploadPack(
+  upstream: HttpUpstream,
+  repo: RepoPath,
+  headers: Record<string, string>,
+  body: Buffer,
+  signal: AbortSignal,
+): Promise<Readable> {
+  const sent: Record<string, string> = { ...headers, 'content-length': String(body.length) }
+  delete sent['transfer-encoding']
+  const res = await upstream.request({ method: 'POST', repo, subPath: 'git-upload-pack', headers: sent, body, signal })
+  const contentType = String(res.headers['content-type'] ?? '')
+  if (res.statusCode !== 200 || contentType !== UPLOAD_PACK_RESULT) {
+    const detail = await readSome(res.body, 512)
+    throw new UpstreamStatusError(res.statusCode, detail.trim())
+  }
+  return res.body
 }
 
 async function readSome(body: Readable, limit: number): Promise<string> {

@@ -1,0 +1,139 @@
+/**
+ * The free-disk guard (DESIGN §3.6). Watches the file system holding
+ * `cache.dir`: below `minimum.free.space` no new entries are written (hits
+ * are still served, misses pass through) until free space is back above
+ * the minimum plus 10%, so the state does not flap around the threshold.
+ *
+ * Free space is read with statfs(2) (Node's `fs.statfs`): one syscall, no
+ * `df` child process per check as with check-disk-space.
+ *
+ * Checked on an interval, before each new fill (at most once a second, so
+ * a burst does not turn into a burst of statfs calls), and at once when a
+ * write fails for lack of space.
+ */
+import { statfs } from 'node:fs/promises'
+import type { Log } from '../logger.js'
+
+export interface DiskStatus {
+  /** true while new entries may be written */
+  admitting: boolean
+  /** why not, as a sentence; null while admitting */
+  reason: string | null
+  /** bytes free under cache.dir at the last check; null before the first */
+  freeSpace: number | null
+  minimumFreeSpace: number
+  /** epoch ms of the last check */
+  checkedAt: number | null
+}
+
+export interface DiskGuardOptions {
+  dir: string
+  minimumFreeSpace: number
+  intervalMs: number
+  log: Log
+  /** Free bytes under `dir` for an unprivileged writer. Injectable for tests; defaults to statfs(2). */
+  freeBytes?: (dir: string) => Promise<number>
+  now?: () => number
+}
+
+const HYSTERESIS = 0.1
+const MIN_RECHECK_MS = 1000
+
+export class DiskGuard {
+  readonly #o: Required<Omit<DiskGuardOptions, 'log'>> & { log: Log }
+  #paused = false
+  #reason: string | null = null
+  #free: number | null = null
+  #checkedAt: number | null = null
+  #timer: NodeJS.Timeout | undefined
+  #inflight: Promise<void> | undefined
+
+  constructor(opts: DiskGuardOptions) {
+    this.#o = {
+      freeBytes: async (dir) => {
+        const fs = await statfs(dir)
+        return fs.bavail * fs.bsize
+      },
+      now: Date.now,
+      ...opts,
+    }
+  }
+
+  /** First check, then one every interval. */
+  async start(): Promise<void> {
+    await this.check()
+    this.#timer = setInterval(() => {
+      void this.check() // check() never rejects
+    }, this.#o.intervalMs)
+    this.#timer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.#timer)
+  }
+
+  /** Whether a new fill may write now. Triggers a fresh check when the last one is over a second old. */
+  admit(): boolean {
+    const now = this.#o.now()
+    if (this.#checkedAt === null || now - this.#checkedAt >= MIN_RECHECK_MS) void this.check() // never rejects
+    return !this.#paused
+  }
+
+  /** A write failed with ENOSPC/EDQUOT: pause at once, then confirm with a check. */
+  reportNoSpace(): void {
+    if (!this.#paused) this.#setPaused(true, 'the cache disk is full (a write failed: no space left on device)')
+    void this.check() // never rejects
+  }
+
+  status(): DiskStatus {
+    return {
+      admitting: !this.#paused,
+      reason: this.#reason,
+      freeSpace: this.#free,
+      minimumFreeSpace: this.#o.minimumFreeSpace,
+      checkedAt: this.#checkedAt,
+    }
+  }
+
+  /** Measure free space and update the state. Never rejects. */
+  check(): Promise<void> {
+    this.#inflight ??= this.#measure().finally(() => {
+      this.#inflight = undefined
+    })
+    return this.#inflight
+  }
+
+  async #measure(): Promise<void> {
+    const min = this.#o.minimumFreeSpace
+    let free: number
+    try {
+      free = await this.#o.freeBytes(this.#o.dir)
+    } catch (err) {
+      this.#o.log.warn({ err, dir: this.#o.dir }, 'cannot measure free disk space')
+      return
+    }
+    this.#free = free
+    this.#checkedAt = this.#o.now()
+    if (!this.#paused && free < min) {
+      this.#setPaused(true, `free disk space ${gib(free)} is below the minimum ${gib(min)}`)
+    } else if (this.#paused && free >= min * (1 + HYSTERESIS)) {
+      this.#setPaused(false, null)
+    } else if (this.#paused && free < min) {
+      this.#reason = `free disk space ${gib(free)} is below the minimum ${gib(min)}`
+    }
+  }
+
+  #setPaused(paused: boolean, reason: string | null): void {
+    this.#paused = paused
+    this.#reason = reason
+    if (paused) {
+      this.#o.log.warn({ freeSpace: this.#free, minimumFreeSpace: this.#o.minimumFreeSpace, reason }, 'caching paused: low disk space')
+    } else {
+      this.#o.log.info({ freeSpace: this.#free, minimumFreeSpace: this.#o.minimumFreeSpace }, 'caching resumed: disk space is back')
+    }
+  }
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 1024 ** 3).toFixed(1)} GiB`
+}
