@@ -15,6 +15,8 @@ import { AuthMemo } from './cache/auth-memo.js'
 import { FillLimiter } from './cache/fill-limiter.js'
 import { CacheStore } from './cache/store.js'
 import { createHttpCacheHandler } from './front/http-cache.js'
+import { webhookPlugin } from './front/webhook.js'
+import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
 import { Settings } from './settings.js'
 import { DiskGuard } from './cache/disk-guard.js'
@@ -31,6 +33,8 @@ export interface RunningProxy {
   readonly disk: DiskGuard
   close(): Promise<void>
 }
+
+export const REST_PREFIX = '/rest/scm-cache/latest'
 
 /** Bounds on upstream fills (DESIGN §3.7): per repository, in total, and the wait queue. */
 const FILL_LIMITS = { maxTotal: 32, maxPerRepo: 8, maxQueue: 1000, queueTimeoutMs: 120_000 }
@@ -75,7 +79,8 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     admit: () => disk.admit(),
     log: log.child({ component: 'upload-pack' }),
   })
-  const handlers = createHttpCacheHandler({ uploadPack, store, authMemo, upstream, log: log.child({ component: 'http' }) })
+  const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
+  const handlers = createHttpCacheHandler({ uploadPack, refs, store, authMemo, upstream, log: log.child({ component: 'http' }) })
   const sweeper = setInterval(() => {
     store
       .sweepExpired((kind) => (kind === 'refs' ? settings.get('refsTtl') : settings.get('uploadPackTtl')) * 1000)
@@ -89,7 +94,15 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     log,
     upstream,
     handlers,
-    register: async (_app) => {
+    register: async (app) => {
+      await app.register(webhookPlugin, {
+        prefix: REST_PREFIX,
+        secret: config.webhookSecret,
+        store,
+        upstreamBasePath: upstreamUrl.pathname,
+        pathPrefix: config.upstream.pathPrefix,
+        log: log.child({ component: 'webhook' }),
+      })
       // --- REST API (src/rest/) ---
       // --- end REST API ---
     },

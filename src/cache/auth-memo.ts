@@ -12,6 +12,7 @@ export class AuthMemo {
   readonly #key = randomBytes(32)
   readonly #accepted: LRUCache<string, number>
   readonly #now: () => number
+  readonly #pending = new Map<string, Promise<void>>()
 
   constructor(opts: { ttlMs: number; max?: number; now?: () => number }) {
     this.#now = opts.now ?? Date.now
@@ -31,6 +32,32 @@ export class AuthMemo {
   /** Forget one credential for a repository (the upstream refused it). */
   reject(repo: string, credential: string | null): void {
     this.#accepted.delete(this.#id(repo, credential))
+  }
+
+  /**
+   * Begin an upstream check of (repo, credential), so that concurrent
+   * requests with the same credential wait for its verdict instead of each
+   * asking the upstream. Returns the function that ends it (call it once
+   * the verdict is recorded, either way), or null when a check is already
+   * running: await `pending()` then. Ending twice is harmless.
+   */
+  beginCheck(repo: string, credential: string | null): (() => void) | null {
+    const id = this.#id(repo, credential)
+    if (this.#pending.has(id)) return null
+    let end!: () => void // assigned synchronously by the Promise executor
+    this.#pending.set(id, new Promise<void>((resolve) => (end = resolve)))
+    let ended = false
+    return () => {
+      if (ended) return
+      ended = true
+      this.#pending.delete(id)
+      end()
+    }
+  }
+
+  /** The running check of (repo, credential), if any. */
+  pending(repo: string, credential: string | null): Promise<void> | undefined {
+    return this.#pending.get(this.#id(repo, credential))
   }
 
   clear(): void {

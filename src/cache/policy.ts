@@ -148,3 +148,33 @@ function objectFormatOf(capabilities: string[]): 'sha1' | 'sha256' | null {
 function no(reason: string): UploadPackDecision {
   return { cacheable: false, reason }
 }
+
+/**
+ * Ref entries (DESIGN §2, kind `refs`). The advertisement of
+ * `GET info/refs?service=git-upload-pack`, apart per protocol version (v1
+ * adds a `version 1` line; v2 answers with capabilities only).
+ */
+export function advertisementKey(repo: string, version: 0 | 1 | 2): string {
+  return hashKey(['refs/1', repo, 'advertisement', `v${version}`, 'git-upload-pack'])
+}
+
+/**
+ * A v2 `ls-refs` request: cacheable unless it carries server options
+ * (opaque, they reach the server's hooks); keyed by its sorted, de-duplicated
+ * arguments, so prefix order does not matter.
+ */
+export function decideLsRefs(
+  repo: string,
+  capabilities: string[],
+  args: string[],
+): { cacheable: true; key: string } | { cacheable: false; reason: string } {
+  if (capabilities.some((c) => c.startsWith('server-option='))) return { cacheable: false, reason: 'server-option' }
+  const objectFormat = objectFormatOf(capabilities)
+  if (objectFormat === null) return { cacheable: false, reason: 'unknown object-format' }
+  const sorted = [...new Set(args.map((a) => a.replace(/\n$/, '')))].sort()
+  return { cacheable: true, key: hashKey(['refs/1', repo, 'ls-refs', objectFormat, sorted]) }
+}
+
+function hashKey(parts: unknown[]): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex')
+}

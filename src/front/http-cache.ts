@@ -6,26 +6,28 @@
  * pushes invalidate the repository.
  */
 import { Readable } from 'node:stream'
-import { ProtocolError, UpstreamError } from '../errors.js'
+import { ProtocolError } from '../errors.js'
 import type { Log } from '../logger.js'
-import { STRIPPED_CAPABILITIES, STRIPPED_FETCH_FEATURES } from '../cache/policy.js'
+import { advertisementKey, decideLsRefs } from '../cache/policy.js'
 import type { CacheStore } from '../cache/store.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
-import { createAdvertisementFilterV1 } from '../protocol/v1/advertisement.js'
-import { filterCapabilityAdvertisementV2 } from '../protocol/v2/capability-advertisement.js'
-import { postUploadPack, UPLOAD_PACK_RESULT, type UploadPackService } from '../service/upload-pack.js'
+import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
+import type { RepoPath } from '../repository.js'
+import type { RefsService } from '../service/refs.js'
+import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPackService } from '../service/upload-pack.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { GitHttpContext, GitRouteHandler } from './http.js'
 import { passThrough, splitRawUrl } from './http.js'
 import { streamResponse } from './http-response.js'
+import { filterAdvertisement } from './advertisement.js'
 import { readRequestBody } from './request-body.js'
 
 /** Upload-pack requests larger than this are streamed through uncached. */
 export const MAX_CACHEABLE_REQUEST = 32 * 1024 * 1024
-const MAX_V2_ADVERTISEMENT = 1024 * 1024
 
 export interface HttpCacheDeps {
   uploadPack: UploadPackService
+  refs: RefsService
   store: CacheStore
   authMemo: AuthMemo
   upstream: HttpUpstream
@@ -71,6 +73,20 @@ async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promi
   }
   const headers = forwardRequestHeaders(request.headers)
   const repo = ctx.route.repo
+  if (ctx.version === 2) {
+    let cmd
+    try {
+      cmd = parseCommandRequestV2(read.decoded)
+    } catch {
+      cmd = null
+    }
+    if (cmd?.command === 'ls-refs') {
+      ctx.outcome.cmd = 'ls-refs'
+      await handleLsRefs(ctx, deps, read, cmd.capabilities, cmd.args)
+      return
+    }
+    if (cmd?.command === 'fetch') ctx.outcome.cmd = 'fetch'
+  }
   let answer
   try {
     answer = await deps.uploadPack.serve({
@@ -107,67 +123,157 @@ async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promi
 
 async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
   const { route, request } = ctx
+  const repo = route.repo
   const service = route.endpoint.kind === 'advertisement' ? route.endpoint.service : 'git-upload-pack'
-  const url = splitRawUrl(request.url)
-  const res = await deps.upstream.request({
-    method: 'GET',
-    repo: route.repo,
-    subPath: `info/refs${url.search}`,
-    headers: forwardRequestHeaders(request.headers),
-    signal: ctx.signal,
-  })
-  const contentType = String(res.headers['content-type'] ?? '')
-  if (res.statusCode !== 200 || service !== 'git-upload-pack' || contentType !== 'application/x-git-upload-pack-advertisement') {
+  const search = splitRawUrl(request.url).search
+  const headers = forwardRequestHeaders(request.headers)
+  const credential = header(request.headers.authorization) ?? null
+
+  // From the ref cache, for credentials already accepted. An unknown
+  // credential goes upstream below: that request is its authorization check
+  // (and concurrent requests with the same credential wait for its verdict).
+  const refsOn = service === 'git-upload-pack' && deps.refs.enabledFor('HTTP')
+  if (refsOn && !deps.authMemo.isAccepted(repo, credential)) await deps.authMemo.pending(repo, credential)
+  if (refsOn && deps.authMemo.isAccepted(repo, credential)) {
+    const answer = await deps.refs.serve({
+      repo,
+      key: advertisementKey(repo, ctx.version),
+      front: 'HTTP',
+      authorize: async () => null,
+      fetchUpstream: async (signal) => {
+        const res = await getAdvertisement(deps.upstream, repo, search, headers, signal)
+        if (res.statusCode !== 200 || !isAdvertisement(res)) {
+          res.body.resume()
+          throw new UpstreamStatusError(res.statusCode, '')
+        }
+        return filterAdvertisement(res.body)
+      },
+    })
+    if (answer.kind === 'body') {
+      ctx.outcome.cache = answer.how
+      ctx.outcome.status = 200
+      ctx.outcome.bytes = await streamResponse(ctx.res, 200, ADVERTISEMENT_HEADERS, answer.body, ctx.signal)
+      return
+    }
+    if (answer.kind === 'refused') {
+      await relay(ctx, answer.response)
+      return
+    }
+  }
+
+  const endCheck = deps.authMemo.beginCheck(repo, credential)
+  try {
+    await advertiseFromUpstream(ctx, deps, { repo, service, search, headers, credential }, endCheck)
+  } finally {
+    endCheck?.()
+  }
+}
+
+/**
+ * The upstream's answer to this client's GET, which is also its credential's
+ * authorization check. `endCheck` releases the requests waiting on that
+ * check: it runs once the answer filled (or joined) the ref cache, so they
+ * find the entry instead of asking the upstream again.
+ */
+async function advertiseFromUpstream(
+  ctx: GitHttpContext,
+  deps: HttpCacheDeps,
+  req: { repo: RepoPath; service: string; search: string; headers: Record<string, string>; credential: string | null },
+  endCheck: (() => void) | null,
+): Promise<void> {
+  const { repo } = req
+  const res = await getAdvertisement(deps.upstream, repo, req.search, req.headers, ctx.signal)
+  if (res.statusCode !== 200 || req.service !== 'git-upload-pack' || !isAdvertisement(res)) {
     await relay(ctx, res)
     return
   }
-  deps.authMemo.accept(route.repo, header(request.headers.authorization) ?? null)
-  const headers = relayResponseHeaders(res.headers)
-  delete headers['content-length']
-  if (ctx.version === 2) {
-    // A v2 capability advertisement is a few hundred bytes: read it whole
-    // (bounded), decide from the answer whether the upstream spoke v2.
-    let read
-    try {
-      read = await readRequestBody(res.body, { limit: MAX_V2_ADVERTISEMENT, contentEncoding: undefined })
-    } catch (err) {
-      throw new UpstreamError('ERR_UPSTREAM_BROKEN', 'upstream closed the connection in the middle of its answer', {
-        cause: err,
-      })
-    }
-    if (read.kind === 'complete') {
-      const body = filterCapabilityAdvertisementV2(read.decoded, {
-        fetchFeatures: STRIPPED_FETCH_FEATURES,
-        capabilities: STRIPPED_CAPABILITIES,
-      })
-      if (body !== read.decoded) {
-        ctx.outcome.status = 200
-        ctx.outcome.bytes = await streamResponse(ctx.res, 200, headers, Readable.from([body]), ctx.signal)
-        return
-      }
-      // Not a v2 answer: the upstream fell back to v0; filter it as such.
+  deps.authMemo.accept(repo, req.credential)
+  const filtered = await filterAdvertisement(res.body)
+  if (deps.refs.enabledFor('HTTP')) {
+    // This answer was the credential's authorization check; let it fill the
+    // ref cache too, so a poll costs the upstream one request per TTL.
+    const answer = await deps.refs.serve({
+      repo,
+      key: advertisementKey(repo, ctx.version),
+      front: 'HTTP',
+      authorize: async () => null,
+      fetchUpstream: async () => filtered,
+    })
+    endCheck?.()
+    if (answer.kind === 'body') {
+      // A hit or a join never read `filtered`: release the upstream answer.
+      answer.body.once('close', () => filtered.destroy())
+      ctx.outcome.cache = answer.how
       ctx.outcome.status = 200
-      ctx.outcome.bytes = await streamResponse(
-        ctx.res,
-        200,
-        headers,
-        Readable.from([body]),
-        ctx.signal,
-        [createAdvertisementFilterV1(STRIPPED_CAPABILITIES_V1)],
-      )
+      ctx.outcome.bytes = await streamResponse(ctx.res, 200, ADVERTISEMENT_HEADERS, answer.body, ctx.signal)
       return
     }
-    ctx.outcome.status = 200
-    ctx.outcome.bytes = await streamResponse(ctx.res, 200, headers, Readable.from(concatStreams(read.head, read.rest)), ctx.signal)
-    return
   }
-  const filter = createAdvertisementFilterV1(STRIPPED_CAPABILITIES_V1)
+  endCheck?.()
+  const relayed = relayResponseHeaders(res.headers)
+  delete relayed['content-length']
   ctx.outcome.status = 200
-  ctx.outcome.bytes = await streamResponse(ctx.res, 200, headers, res.body, ctx.signal, [filter])
+  ctx.outcome.bytes = await streamResponse(ctx.res, 200, relayed, filtered, ctx.signal)
 }
 
-/** v0/v1 advertisements carry capabilities as words: the same set, flattened. */
-const STRIPPED_CAPABILITIES_V1: ReadonlySet<string> = new Set([...STRIPPED_CAPABILITIES, ...STRIPPED_FETCH_FEATURES])
+function getAdvertisement(
+  upstream: HttpUpstream,
+  repo: RepoPath,
+  search: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<UpstreamResponse> {
+  return upstream.request({ method: 'GET', repo, subPath: `info/refs${search}`, headers, signal })
+}
+
+function isAdvertisement(res: UpstreamResponse): boolean {
+  return String(res.headers['content-type'] ?? '') === 'application/x-git-upload-pack-advertisement'
+}
+
+const ADVERTISEMENT_HEADERS: Record<string, string> = {
+  'content-type': 'application/x-git-upload-pack-advertisement',
+  'cache-control': 'no-cache, max-age=0, must-revalidate',
+  pragma: 'no-cache',
+  expires: 'Fri, 01 Jan 1980 00:00:00 GMT',
+}
+
+/** A v2 `ls-refs` POST: from the ref cache when enabled and cacheable, else through. */
+async function handleLsRefs(
+  ctx: GitHttpContext,
+  deps: HttpCacheDeps,
+  read: { raw: Buffer },
+  capabilities: string[],
+  args: string[],
+): Promise<void> {
+  const repo = ctx.route.repo
+  const decision = decideLsRefs(repo, capabilities, args)
+  if (!decision.cacheable || !deps.refs.enabledFor('HTTP')) {
+    await passThrough(ctx, deps.upstream, read.raw)
+    return
+  }
+  const headers = forwardRequestHeaders(ctx.request.headers)
+  const credential = header(ctx.request.headers.authorization) ?? null
+  const answer = await deps.refs.serve({
+    repo,
+    key: decision.key,
+    front: 'HTTP',
+    authorize: () => deps.uploadPack.authorizeHttp(repo, credential, headers),
+    fetchUpstream: (signal) => postUploadPack(deps.upstream, repo, headers, read.raw, signal),
+  })
+  switch (answer.kind) {
+    case 'pass':
+      await passThrough(ctx, deps.upstream, read.raw)
+      return
+    case 'refused':
+      await relay(ctx, answer.response)
+      return
+    case 'body':
+      ctx.outcome.cache = answer.how
+      ctx.outcome.status = 200
+      ctx.outcome.bytes = await streamResponse(ctx.res, 200, RESULT_HEADERS, answer.body, ctx.signal)
+      return
+  }
+}
 
 async function handleReceivePack(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
   const repo = ctx.route.repo

@@ -134,8 +134,23 @@ export class UploadPackService {
     credential: string | null,
     headers: Record<string, string>,
   ): Promise<UpstreamResponse | null> {
-    const { authMemo, upstream } = this.#d
+    const { authMemo } = this.#d
     if (authMemo.isAccepted(repo, credential)) return null
+    const running = authMemo.pending(repo, credential)
+    if (running !== undefined) {
+      await running
+      if (authMemo.isAccepted(repo, credential)) return null
+    }
+    const end = authMemo.beginCheck(repo, credential)
+    try {
+      return await this.#probe(repo, credential, headers)
+    } finally {
+      end?.()
+    }
+  }
+
+  async #probe(repo: RepoPath, credential: string | null, headers: Record<string, string>): Promise<UpstreamResponse | null> {
+    const { authMemo, upstream } = this.#d
     // The cheapest request that proves read access: a v2 capability
     // advertisement lists no refs.
     const probeHeaders: Record<string, string> = { 'git-protocol': 'version=2' }

@@ -30,7 +30,7 @@ void t.test('a burst of 20 identical clones makes one upstream pack generation',
   t.equal(new Set(refs).size, 1, 'all 20 clones have identical refs')
   for (const c of clones.slice(0, 3)) await gitOk(home, ['-C', c, 'fsck', '--strict'])
   t.equal(entryFiles(proxy.cacheDir).length, 1, 'one entry on disk')
-  const lines = gitRequestLines(proxy.logs).filter((l) => l['cmd'] === 'upload-pack')
+  const lines = gitRequestLines(proxy.logs).filter((l) => l['cmd'] === 'fetch' || l['cmd'] === 'upload-pack')
   const counts = { miss: 0, join: 0, hit: 0 }
   for (const l of lines) {
     const c = l['cache']

@@ -58,9 +58,10 @@ void t.test('upstream dies mid-response: the client sees a cut, never a whole-lo
   const dir = t.testdir()
   const home = gitHome(dir)
   // An upstream that sends headers and half an advertisement, then resets.
-  const server = http.createServer((_req, res) => {
+  const server = http.createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement' })
-    res.write('001e# service=git-upload-pack\n0000')
+    const v2 = String(req.headers['git-protocol'] ?? '').includes('version=2')
+    res.write(v2 ? '000eversion 2\n0015agent=git/2.39.5\n' : '001e# service=git-upload-pack\n0000')
     setTimeout(() => res.socket?.destroy(), 50)
   })
   server.listen(0, '127.0.0.1')
