@@ -4,13 +4,18 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
-import { gitHttpPlugin, type GitRouteHandler } from './front/http.js'
+import { gitHttpPlugin, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
 import type { HttpUpstream } from './upstream/http.js'
 
 export interface AppDeps {
   log: Log
   upstream: HttpUpstream
   handlers?: GitRouteHandler
+  onRequestDone?: GitHttpOptions['onRequestDone']
+  /** Prometheus text for `GET /metrics`. */
+  metrics?: () => Promise<{ contentType: string; body: string }>
+  /** `GET /readyz`: null when ready, else why not. */
+  ready?: () => Promise<string | null>
   /** Extra plugins (REST, metrics) registered before the Git catch-all. */
   register?: (app: FastifyInstance) => Promise<void>
 }
@@ -28,9 +33,31 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     routerOptions: { maxParamLength: 1024 },
+    // A URL fastify itself cannot route (bad percent-encoding): 400 in the
+    // shape of the area it was meant for.
+    frameworkErrors: (error, request, reply) => {
+      const message = error.message.replace(/^FST_\w+: /, '')
+      const rest = request.url.startsWith('/rest/')
+      reply.hijack()
+      reply.raw
+        .writeHead(400, { 'content-type': rest ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8' })
+        .end(rest ? JSON.stringify({ errors: [{ message }] }) : `${message}\n`)
+    },
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/readyz', async (_req, reply) => {
+    const problem = (await deps.ready?.()) ?? null
+    if (problem === null) return { status: 'ready' }
+    return reply.code(503).send({ status: 'not ready', reason: problem })
+  })
+  const metrics = deps.metrics
+  if (metrics !== undefined) {
+    app.get('/metrics', async (_req, reply) => {
+      const m = await metrics()
+      return reply.type(m.contentType).send(m.body)
+    })
+  }
 
   if (deps.register !== undefined) await deps.register(app)
 
@@ -38,6 +65,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     upstream: deps.upstream,
     log: deps.log.child({ component: 'http' }),
     ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
+    ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
   })
   return app
 }

@@ -3,6 +3,7 @@
  * configured one, or the embedded `git http-backend`), the cache, the HTTP
  * front. Used by src/server.ts and by the tests, so both run the same code.
  */
+import { access, constants } from 'node:fs/promises'
 import path from 'node:path'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
@@ -20,6 +21,7 @@ import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
 import { Settings } from './settings.js'
 import { DiskGuard } from './cache/disk-guard.js'
+import { Metrics } from './metrics.js'
 
 export interface RunningProxy {
   /** `http://host:port` the HTTP front listens on. */
@@ -58,21 +60,45 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     upstreamUrl = config.upstream.httpUrl
   }
 
-  const upstream = new HttpUpstream({ baseUrl: upstreamUrl })
+  const metrics = new Metrics()
+  const upstream = new HttpUpstream({
+    baseUrl: upstreamUrl,
+    observe: (method, status, seconds) => {
+      metrics.observeUpstream(method, status, seconds)
+    },
+  })
   const settings = new Settings(config)
-  const store = new CacheStore({ dir: config.cacheDir, log: log.child({ component: 'cache' }), maxSize: config.cache.maxSize })
-  await store.init()
   const disk = new DiskGuard({
     dir: config.cacheDir,
     minimumFreeSpace: config.cache.minimumFreeSpace,
     intervalMs: config.cache.diskCheckInterval * 1000,
     log: log.child({ component: 'disk' }),
   })
+  const store = new CacheStore({
+    dir: config.cacheDir,
+    log: log.child({ component: 'cache' }),
+    maxSize: config.cache.maxSize,
+    onFillError: (err) => {
+      if (DiskGuard.isNoSpace(err)) disk.reportNoSpace()
+    },
+  })
+  let storeProblem: string | null = null
+  try {
+    await store.init()
+  } catch (err) {
+    // DESIGN §3.5: the cache never breaks Git. Serve everything through.
+    storeProblem = `cache directory ${config.cacheDir} is unusable: ${err instanceof Error ? err.message : String(err)}`
+    log.error({ err, dir: config.cacheDir }, 'cache disabled: the cache directory is unusable')
+  }
   await disk.start()
+  if (storeProblem !== null) disk.disable(storeProblem)
   const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000 })
+  const limiter = new FillLimiter(FILL_LIMITS)
+  metrics.attach({ store, limiter, disk })
+  const registry = metrics.registry
   const uploadPack = new UploadPackService({
     store,
-    limiter: new FillLimiter(FILL_LIMITS),
+    limiter,
     authMemo,
     upstream,
     settings,
@@ -94,6 +120,11 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     log,
     upstream,
     handlers,
+    onRequestDone: (o) => {
+      metrics.observeRequest(o)
+    },
+    metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    ready: () => readiness(upstream, config.cacheDir),
     register: async (app) => {
       await app.register(webhookPlugin, {
         prefix: REST_PREFIX,
@@ -138,4 +169,15 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
       await app.close()
     },
   }
+}
+
+/** `GET /readyz`: the upstream answers and the cache directory is writable. */
+async function readiness(upstream: HttpUpstream, cacheDir: string): Promise<string | null> {
+  if (!(await upstream.ping())) return `upstream ${upstream.baseUrl.origin} is not reachable`
+  try {
+    await access(cacheDir, constants.W_OK)
+  } catch {
+    return `cache directory ${cacheDir} is not writable`
+  }
+  return null
 }

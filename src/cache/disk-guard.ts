@@ -38,10 +38,19 @@ export interface DiskGuardOptions {
 
 const HYSTERESIS = 0.1
 const MIN_RECHECK_MS = 1000
+/**
+ * After a write failed for lack of space, caching resumes only with at
+ * least this much free (or the minimum + 10%, if larger): with a tiny or
+ * zero minimum, resuming at the first free byte would fail the next fill too.
+ */
+const NO_SPACE_RESUME_FLOOR = 64 * 1024 * 1024
 
 export class DiskGuard {
   readonly #o: Required<Omit<DiskGuardOptions, 'log'>> & { log: Log }
   #paused = false
+  #disabled: string | null = null
+  /** set by reportNoSpace(): the free bytes needed to resume */
+  #resumeAt: number | null = null
   #reason: string | null = null
   #free: number | null = null
   #checkedAt: number | null = null
@@ -81,8 +90,24 @@ export class DiskGuard {
 
   /** A write failed with ENOSPC/EDQUOT: pause at once, then confirm with a check. */
   reportNoSpace(): void {
+    this.#resumeAt = Math.max(this.#o.minimumFreeSpace * (1 + HYSTERESIS), NO_SPACE_RESUME_FLOOR)
     if (!this.#paused) this.#setPaused(true, 'the cache disk is full (a write failed: no space left on device)')
     void this.check() // never rejects
+  }
+
+  /** The cache directory is unusable (say, not writable at start-up): never admit, and say why. */
+  disable(reason: string): void {
+    this.#disabled = reason
+    this.#setPaused(true, reason)
+  }
+
+  /** Whether `err` (or its causes) says the disk is full. */
+  static isNoSpace(err: unknown): boolean {
+    for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+      const code = (e as NodeJS.ErrnoException).code // Node's system errors carry a string code
+      if (code === 'ENOSPC' || code === 'EDQUOT') return true
+    }
+    return false
   }
 
   status(): DiskStatus {
@@ -116,9 +141,10 @@ export class DiskGuard {
     this.#checkedAt = this.#o.now()
     if (!this.#paused && free < min) {
       this.#setPaused(true, `free disk space ${gib(free)} is below the minimum ${gib(min)}`)
-    } else if (this.#paused && free >= min * (1 + HYSTERESIS)) {
+    } else if (this.#paused && this.#disabled === null && free >= (this.#resumeAt ?? min * (1 + HYSTERESIS))) {
+      this.#resumeAt = null
       this.#setPaused(false, null)
-    } else if (this.#paused && free < min) {
+    } else if (this.#paused && this.#disabled === null && free < min) {
       this.#reason = `free disk space ${gib(free)} is below the minimum ${gib(min)}`
     }
   }

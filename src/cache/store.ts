@@ -180,6 +180,11 @@ export interface CacheStoreOptions {
   maxSize?: number
   /** epoch ms; injectable for tests */
   now?: () => number
+  /**
+   * Told of every failed fill or commit, with the underlying error (the
+   * disk guard pauses caching on ENOSPC through this).
+   */
+  onFillError?: (err: unknown) => void
   /** Creates a fill's temp file. For tests (fault injection); defaults to `openTmpFile`. */
   openForWrite?: (file: string) => Promise<EntryFile>
   /** Opens a committed entry for a hit. For tests (slow opens); defaults to fs `open(file, 'r')`. */
@@ -283,6 +288,7 @@ export class CacheStore {
   readonly #maxSize: number
   readonly #now: () => number
   readonly #openForWrite: (file: string) => Promise<EntryFile>
+  readonly #onFillError: (err: unknown) => void
   readonly #openForRead: (file: string) => Promise<FileHandle>
   readonly #index: LRUCache<string, IndexRecord>
   /** joinable fills */
@@ -306,6 +312,13 @@ export class CacheStore {
     this.#maxSize = maxSize
     this.#now = opts.now ?? Date.now
     this.#openForWrite = opts.openForWrite ?? openTmpFile
+    this.#onFillError = (err) => {
+      try {
+        opts.onFillError?.(err)
+      } catch (hookErr) {
+        this.#log.error({ err: hookErr }, 'onFillError hook threw')
+      }
+    }
     this.#openForRead = opts.openForRead ?? ((file) => openFile(file, 'r'))
     this.#index = new LRUCache<string, IndexRecord>({
       // lru-cache needs a bound; "no cap" is a bound nobody reaches.
@@ -786,6 +799,7 @@ export class CacheStore {
       }
     } catch (err) {
       log.warn({ err }, 'committing a cache entry failed: not cached')
+      this.#onFillError(err)
     }
     if (!committed) {
       if (this.#fills.get(fill.key) === fill) this.#fills.delete(fill.key)
@@ -839,6 +853,7 @@ export class CacheStore {
       await this.#closeFillFileIfUnused(fill)
     })()
     this.#log.warn({ key: fill.key, repo: fill.repo, kind: fill.kind, err }, 'cache fill failed')
+    this.#onFillError(cause ?? err)
   }
 
   /** Dooms the running fills that match: no one joins them, they are never committed. */

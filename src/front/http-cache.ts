@@ -6,7 +6,7 @@
  * pushes invalidate the repository.
  */
 import { Readable } from 'node:stream'
-import { ProtocolError } from '../errors.js'
+import { BusyError, ProtocolError, UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { advertisementKey, decideLsRefs } from '../cache/policy.js'
 import type { CacheStore } from '../cache/store.js'
@@ -18,7 +18,7 @@ import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPac
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { GitHttpContext, GitRouteHandler } from './http.js'
 import { passThrough, splitRawUrl } from './http.js'
-import { streamResponse } from './http-response.js'
+import { firstByte, streamResponse } from './http-response.js'
 import { filterAdvertisement } from './advertisement.js'
 import { readRequestBody } from './request-body.js'
 
@@ -114,11 +114,45 @@ async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promi
       await relay(ctx, answer.response)
       return
     case 'body':
-      ctx.outcome.cache = answer.how
-      ctx.outcome.status = 200
-      ctx.outcome.bytes = await streamResponse(ctx.res, 200, RESULT_HEADERS, answer.body, ctx.signal)
+      await sendCached(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
       return
   }
+}
+
+/**
+ * Send a cache answer (hit, miss or join). Nothing is sent before its first
+ * byte exists: if the fill fails first, an upstream failure (refusal,
+ * error status, busy) keeps its HTTP status, while a cache fault (disk full,
+ * unwritable directory) degrades to `fallback`, the request passed through
+ * (DESIGN §3.5). After the first byte a failure cuts the connection.
+ */
+async function sendCached(
+  ctx: GitHttpContext,
+  deps: HttpCacheDeps,
+  answer: { how: 'hit' | 'miss' | 'join'; body: Readable },
+  headers: Record<string, string>,
+  fallback: () => Promise<void>,
+): Promise<void> {
+  const err = await firstByte(answer.body)
+  if (err !== null) {
+    answer.body.destroy()
+    const upstreamCause = findCause(err, (e) => e instanceof UpstreamError || e instanceof BusyError)
+    if (upstreamCause !== null) throw upstreamCause
+    deps.log.warn({ repo: ctx.route.repo, err }, 'cache failed before the first byte: passing the request through')
+    ctx.outcome.cache = 'bypass'
+    await fallback()
+    return
+  }
+  ctx.outcome.cache = answer.how
+  ctx.outcome.status = 200
+  ctx.outcome.bytes = await streamResponse(ctx.res, 200, headers, answer.body, ctx.signal)
+}
+
+function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (match(e)) return e
+  }
+  return null
 }
 
 async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
@@ -150,9 +184,7 @@ async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Pr
       },
     })
     if (answer.kind === 'body') {
-      ctx.outcome.cache = answer.how
-      ctx.outcome.status = 200
-      ctx.outcome.bytes = await streamResponse(ctx.res, 200, ADVERTISEMENT_HEADERS, answer.body, ctx.signal)
+      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () => advertiseFromUpstream(ctx, deps, { repo, service, search, headers, credential }, null, false))
       return
     }
     if (answer.kind === 'refused') {
@@ -180,6 +212,7 @@ async function advertiseFromUpstream(
   deps: HttpCacheDeps,
   req: { repo: RepoPath; service: string; search: string; headers: Record<string, string>; credential: string | null },
   endCheck: (() => void) | null,
+  useCache = true,
 ): Promise<void> {
   const { repo } = req
   const res = await getAdvertisement(deps.upstream, repo, req.search, req.headers, ctx.signal)
@@ -189,7 +222,7 @@ async function advertiseFromUpstream(
   }
   deps.authMemo.accept(repo, req.credential)
   const filtered = await filterAdvertisement(res.body)
-  if (deps.refs.enabledFor('HTTP')) {
+  if (useCache && deps.refs.enabledFor('HTTP')) {
     // This answer was the credential's authorization check; let it fill the
     // ref cache too, so a poll costs the upstream one request per TTL.
     const answer = await deps.refs.serve({
@@ -203,9 +236,9 @@ async function advertiseFromUpstream(
     if (answer.kind === 'body') {
       // A hit or a join never read `filtered`: release the upstream answer.
       answer.body.once('close', () => filtered.destroy())
-      ctx.outcome.cache = answer.how
-      ctx.outcome.status = 200
-      ctx.outcome.bytes = await streamResponse(ctx.res, 200, ADVERTISEMENT_HEADERS, answer.body, ctx.signal)
+      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () =>
+        advertiseFromUpstream(ctx, deps, req, null, false),
+      )
       return
     }
   }
@@ -268,9 +301,7 @@ async function handleLsRefs(
       await relay(ctx, answer.response)
       return
     case 'body':
-      ctx.outcome.cache = answer.how
-      ctx.outcome.status = 200
-      ctx.outcome.bytes = await streamResponse(ctx.res, 200, RESULT_HEADERS, answer.body, ctx.signal)
+      await sendCached(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
       return
   }
 }

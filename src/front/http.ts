@@ -17,6 +17,8 @@ export interface GitHttpOptions {
   log: Log
   /** Cache-aware handling of a route; returns false when it did not take the request. */
   handlers?: GitRouteHandler
+  /** Told of every finished Git request (the fields of its log line), for metrics. */
+  onRequestDone?: (o: GitRequestOutcome & { proto: string }) => void
 }
 
 /** What one Git request did: the fields of its log line (DESIGN §9). */
@@ -85,6 +87,7 @@ export const gitHttpPlugin: FastifyPluginAsync<GitHttpOptions> = async (app, opt
       if (!ctx.signal.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
       failResponse(res, e)
     } finally {
+      opts.onRequestDone?.({ ...ctx.outcome, status: ctx.outcome.status || res.statusCode, proto: 'http' })
       opts.log.info(
         {
           repo: route.repo,

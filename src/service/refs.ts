@@ -13,6 +13,7 @@
 import type { Readable, Writable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { CacheStore, FillOutcome } from '../cache/store.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
@@ -58,14 +59,22 @@ export class RefsService {
     if (!this.enabledFor(req.front)) return { kind: 'pass', reason: 'refs caching disabled' }
     const refused = await req.authorize()
     if (refused !== null) return { kind: 'refused', response: refused }
-    const result = await this.#d.store.open({
-      key: req.key,
-      kind: 'refs',
-      repo: req.repo,
-      ttlMs: this.#d.settings.get('refsTtl') * 1000,
-      admit: this.#d.admit(),
-      produce: (sink, signal) => this.#fill(req, sink, signal),
-    })
+    let result
+    try {
+      result = await this.#d.store.open({
+        key: req.key,
+        kind: 'refs',
+        repo: req.repo,
+        ttlMs: this.#d.settings.get('refsTtl') * 1000,
+        admit: this.#d.admit(),
+        produce: (sink, signal) => this.#fill(req, sink, signal),
+      })
+    } catch (err) {
+      if (!(err instanceof CacheError)) throw err
+      // The cache itself is unusable (its directory, its state): serve through.
+      this.#d.log.warn({ repo: req.repo, err }, 'cache unusable: request passed through')
+      return { kind: 'pass', reason: 'cache unusable' }
+    }
     if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
     return { kind: 'body', how: result.how, body: result.body }
   }

@@ -14,7 +14,7 @@
 import type { Readable } from 'node:stream'
 import { Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { UpstreamError } from '../errors.js'
+import { CacheError, UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
@@ -110,15 +110,23 @@ export class UploadPackService {
     const refused = await req.authorize()
     if (refused !== null) return { kind: 'refused', response: refused }
 
-    const result = await store.open({
-      key: decision.key,
-      kind: 'upload-pack',
-      repo: req.repo,
-      ttlMs: settings.get('uploadPackTtl') * 1000,
-      admit: this.#d.admit(),
-      produce: (sink, signal) =>
-        this.#d.limiter.run(req.repo, () => this.#fill(req, decision, sink, signal)),
-    })
+    let result
+    try {
+      result = await store.open({
+        key: decision.key,
+        kind: 'upload-pack',
+        repo: req.repo,
+        ttlMs: settings.get('uploadPackTtl') * 1000,
+        admit: this.#d.admit(),
+        produce: (sink, signal) =>
+          this.#d.limiter.run(req.repo, () => this.#fill(req, decision, sink, signal)),
+      })
+    } catch (err) {
+      if (!(err instanceof CacheError)) throw err
+      // The cache itself is unusable (its directory, its state): serve through.
+      this.#d.log.warn({ repo: req.repo, err }, 'cache unusable: request passed through')
+      return { kind: 'pass', reason: 'cache unusable' }
+    }
     if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
     return { kind: 'body', how: result.how, body: result.body }
   }

@@ -47,16 +47,20 @@ export interface HttpUpstreamOptions {
   /** Milliseconds the body may stay idle (upload-pack can think for minutes before the pack). */
   bodyTimeoutMs?: number
   connections?: number
+  /** Told of every response (method, status, seconds to headers), for metrics. */
+  observe?: (method: string, status: number, seconds: number) => void
 }
 
 export class HttpUpstream {
   readonly baseUrl: URL
   readonly #agent: Agent
   readonly #basePath: string
+  readonly #observe: ((method: string, status: number, seconds: number) => void) | undefined
 
   constructor(opts: HttpUpstreamOptions) {
     this.baseUrl = opts.baseUrl
     this.#basePath = opts.baseUrl.pathname.replace(/\/+$/, '')
+    this.#observe = opts.observe
     this.#agent = new Agent({
       headersTimeout: opts.headersTimeoutMs ?? 300_000,
       bodyTimeout: opts.bodyTimeoutMs ?? 600_000,
@@ -85,11 +89,29 @@ export class HttpUpstream {
       body: req.body ?? null,
       signal: req.signal ?? null,
     }
+    const started = performance.now()
     try {
       const res = await this.#agent.request(opts)
+      this.#observe?.(req.method, res.statusCode, (performance.now() - started) / 1000)
       return { statusCode: res.statusCode, headers: flattenHeaders(res.headers), body: res.body }
     } catch (err) {
       throw mapUpstreamError(err, this.baseUrl.origin)
+    }
+  }
+
+  /** Whether the upstream answers HTTP at all (any status counts), within `timeoutMs`. */
+  async ping(timeoutMs = 5000): Promise<boolean> {
+    try {
+      const res = await this.#agent.request({
+        origin: this.baseUrl.origin,
+        path: `${this.#basePath}/`,
+        method: 'GET',
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+      await res.body.dump()
+      return true
+    } catch {
+      return false
     }
   }
 

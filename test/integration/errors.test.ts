@@ -101,6 +101,9 @@ void t.test('bad repository paths get 400 and never reach the upstream', async (
     t.equal(status, 400, p.slice(0, 80))
   }
   t.equal(await rawGet(proxy.url, '/not-git-at-all'), 404)
+  const restBad = await fetch(`${proxy.url}/rest/scm-cache/latest/caches/a/%ZZ`)
+  t.equal(restBad.status, 400, 'a malformed REST URL: 400')
+  t.match(await restBad.json(), { errors: [{ message: /./ }] }, 'in the REST error shape')
   t.equal(upstream.requests.length, 0, 'nothing reached the upstream')
 })
 
