@@ -19,7 +19,8 @@ import { createHttpCacheHandler } from './front/http-cache.js'
 import { webhookPlugin } from './front/webhook.js'
 import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
-import { Settings } from './settings.js'
+import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './settings.js'
+import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { Metrics } from './metrics.js'
 
@@ -68,6 +69,11 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     },
   })
   const settings = new Settings(config)
+  const persistence = new SettingsFile({ file: path.join(config.cacheDir, SETTINGS_FILE_NAME), log: log.child({ component: 'settings' }) })
+  settings.replaceOverrides(await persistence.load())
+  if (Object.keys(settings.overrides()).length > 0) {
+    log.info({ overrides: toFileContent(settings.overrides()).overrides }, 'settings changed through REST apply over the configured values')
+  }
   const disk = new DiskGuard({
     dir: config.cacheDir,
     minimumFreeSpace: config.cache.minimumFreeSpace,
@@ -135,6 +141,15 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
         log: log.child({ component: 'webhook' }),
       })
       // --- REST API (src/rest/) ---
+      await app.register(restPlugin, {
+        prefix: REST_PREFIX,
+        settings,
+        store,
+        disk,
+        config,
+        persistence,
+        log: log.child({ component: 'rest' }),
+      })
       // --- end REST API ---
     },
   })

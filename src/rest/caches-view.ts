@@ -1,0 +1,242 @@
+/**
+ * The figures of `GET /caches` (DESIGN §6), built from the store's
+ * statistics, the effective settings and the disk guard's state. Pure: the
+ * route passes the snapshots in. Also maps the REST name of a repository
+ * (`{projectKey}/{repoSlug}`) back to the store's repository paths.
+ */
+import { Type, type Static } from 'typebox'
+import type { DiskStatus } from '../cache/disk-guard.js'
+import type { KindStats, RepoStats } from '../cache/store.js'
+import type { Protocol } from '../config/load.js'
+import { projectAndSlug, toRepoPath, type RepoPath } from '../repository.js'
+import { badValue } from './errors.js'
+
+const Count = Type.Integer({ minimum: 0 })
+
+export const KindFigures = Type.Object(
+  {
+    entries: Type.Integer({ minimum: 0, description: 'committed entries' }),
+    size: Type.Integer({ minimum: 0, description: 'bytes on disk of the committed entries' }),
+    hits: Type.Integer({ minimum: 0, description: 'requests answered from a committed entry' }),
+    misses: Type.Integer({ minimum: 0, description: 'requests that filled a new entry from upstream' }),
+    joins: Type.Integer({ minimum: 0, description: 'requests that streamed a fill already in flight' }),
+    bypasses: Type.Integer({ minimum: 0, description: 'cacheable requests sent around the cache' }),
+    bytesServed: Type.Integer({ minimum: 0, description: 'bytes delivered from the cache' }),
+    lastHit: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'time of the last hit, ISO 8601 UTC to the second, or null',
+    }),
+  },
+  { additionalProperties: false },
+)
+export type KindFigures = Static<typeof KindFigures>
+
+export const RepositoryFigures = Type.Object(
+  {
+    projectKey: Type.String({ description: 'every path segment before the last (slashes included), path prefix removed' }),
+    repoSlug: Type.String({ description: 'the last path segment without .git' }),
+    refs: KindFigures,
+    uploadPack: KindFigures,
+  },
+  { additionalProperties: false },
+)
+export type RepositoryFigures = Static<typeof RepositoryFigures>
+
+export const CachesFigures = Type.Object(
+  {
+    enabled: Type.Boolean({ description: 'whether new entries may be written and served' }),
+    disabledReason: Type.Union([Type.String(), Type.Null()], { description: 'why not, as a sentence; null when enabled' }),
+    freeSpace: Type.Union([Count, Type.Null()], { description: 'bytes free under cache.dir at the last check' }),
+    minimumFreeSpace: Type.Integer({ minimum: 0, description: 'scm-cache.minimum.free.space in bytes' }),
+    maxSize: Type.Integer({ minimum: 0, description: 'scm-cache.max.size in bytes; 0: no cap' }),
+    totals: Type.Object({ refs: KindFigures, uploadPack: KindFigures }, { additionalProperties: false }),
+    repositories: Type.Array(RepositoryFigures),
+  },
+  { additionalProperties: false },
+)
+export type CachesFigures = Static<typeof CachesFigures>
+
+export const ADMIN_DISABLED_REASON = 'caching disabled by an administrator'
+
+export interface CachingSwitches {
+  protocols: readonly Protocol[]
+  refsEnabled: boolean
+  uploadPackEnabled: boolean
+}
+
+/**
+ * Caching is off when an administrator switched off both kinds or every
+ * front, or while the disk guard refuses new entries; the first reason wins.
+ */
+export function cachingState(
+  switches: CachingSwitches,
+  disk: Pick<DiskStatus, 'admitting' | 'reason'>,
+): { enabled: boolean; disabledReason: string | null } {
+  if ((!switches.refsEnabled && !switches.uploadPackEnabled) || switches.protocols.length === 0) {
+    return { enabled: false, disabledReason: ADMIN_DISABLED_REASON }
+  }
+  if (!disk.admitting) return { enabled: false, disabledReason: disk.reason ?? 'free disk space is below the minimum' }
+  return { enabled: true, disabledReason: null }
+}
+
+/** `2026-11-21T14:02:11Z`: ISO 8601 in UTC, whole seconds; null stays null. */
+export function isoSecond(epochMs: number | null): string | null {
+  if (epochMs === null) return null
+  return new Date(epochMs).toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+export function kindFigures(k: KindStats): KindFigures {
+  return {
+    entries: k.entries,
+    size: k.size,
+    hits: k.hits,
+    misses: k.misses,
+    joins: k.joins,
+    bypasses: k.bypasses,
+    bytesServed: k.bytesServed,
+    lastHit: isoSecond(k.lastHit),
+  }
+}
+
+/** The REST name of a store repository path. */
+export function restName(repo: string, pathPrefix: string): { projectKey: string; repoSlug: string } {
+  return projectAndSlug(repo as RepoPath, pathPrefix) // store repositories were validated RepoPaths when cached
+}
+
+/**
+ * One element per REST name, sorted by projectKey then repoSlug. Store paths
+ * that share a REST name (`PROJ/app.git` and `PROJ/app`) are added up.
+ */
+export function repositoriesFigures(repos: ReadonlyMap<string, RepoStats>, pathPrefix: string): RepositoryFigures[] {
+  const byName = new Map<string, { projectKey: string; repoSlug: string; stats: RepoStats }>()
+  for (const [repo, stats] of repos) {
+    const name = restName(repo, pathPrefix)
+    const id = `${name.projectKey}/${name.repoSlug}`
+    const seen = byName.get(id)
+    byName.set(id, { ...name, stats: seen === undefined ? stats : addRepoStats(seen.stats, stats) })
+  }
+  return [...byName.values()]
+    .sort((a, b) => compare(a.projectKey, b.projectKey) || compare(a.repoSlug, b.repoSlug))
+    .map(({ projectKey, repoSlug, stats }) => ({
+      projectKey,
+      repoSlug,
+      refs: kindFigures(stats.refs),
+      uploadPack: kindFigures(stats.uploadPack),
+    }))
+}
+
+export interface CachesInputs {
+  switches: CachingSwitches
+  disk: DiskStatus
+  maxSize: number
+  totals: RepoStats
+  repos: ReadonlyMap<string, RepoStats>
+  pathPrefix: string
+}
+
+export function cachesFigures(input: CachesInputs): CachesFigures {
+  return {
+    ...cachingState(input.switches, input.disk),
+    freeSpace: input.disk.freeSpace,
+    minimumFreeSpace: input.disk.minimumFreeSpace,
+    maxSize: input.maxSize,
+    totals: { refs: kindFigures(input.totals.refs), uploadPack: kindFigures(input.totals.uploadPack) },
+    repositories: repositoriesFigures(input.repos, input.pathPrefix),
+  }
+}
+
+export interface RestRepoName {
+  projectKey: string
+  repoSlug: string
+}
+
+/**
+ * Splits the part of `/caches/...` after `/caches/` (already percent-decoded
+ * by the router) into projectKey and repoSlug: the last segment is the slug,
+ * the segments before it the project key, slashes included. A single
+ * segment names a repository at the upstream's root (empty projectKey).
+ * Refuses what could never name a repository: empty, `.` or `..` segments,
+ * control characters, backslashes, `%`, absurd lengths.
+ */
+export function parseRepoName(raw: string): RestRepoName {
+  if (raw === '') throw badValue('a repository is named /caches/{projectKey}/{repoSlug}')
+  // toRepoPath forgives leading slashes; here one would be an empty project key segment.
+  let problem = raw.startsWith('/') ? 'repository path contains an empty, "." or ".." segment' : null
+  if (problem === null) {
+    try {
+      toRepoPath(raw)
+    } catch (err) {
+      problem = err instanceof Error ? err.message : 'invalid repository path'
+    }
+  }
+  if (problem !== null) throw badValue(`malformed repository ${JSON.stringify(raw.slice(0, 200))}: ${problem}`)
+  const segs = raw.split('/')
+  const repoSlug = segs.pop() ?? ''
+  return { projectKey: segs.join('/'), repoSlug }
+}
+
+/** `PROJ/app`, or `app` for a repository at the upstream's root. */
+export function shownName(name: RestRepoName): string {
+  return name.projectKey === '' ? name.repoSlug : `${name.projectKey}/${name.repoSlug}`
+}
+
+/**
+ * The store repositories a REST name stands for. Exact matches; when there
+ * are none, matches ignoring case (Bitbucket's project keys are upper case
+ * in the UI but often lower case in clone URLs). With `anyCase`, both.
+ */
+export function reposNamed(
+  repos: Iterable<string>,
+  name: RestRepoName,
+  pathPrefix: string,
+  opts: { anyCase?: boolean } = {},
+): string[] {
+  const exact: string[] = []
+  const folded: string[] = []
+  const key = name.projectKey.toLowerCase()
+  const slug = name.repoSlug.toLowerCase()
+  for (const repo of repos) {
+    const n = restName(repo, pathPrefix)
+    if (n.projectKey === name.projectKey && n.repoSlug === name.repoSlug) exact.push(repo)
+    else if (n.projectKey.toLowerCase() === key && n.repoSlug.toLowerCase() === slug) folded.push(repo)
+  }
+  if (opts.anyCase === true) return [...exact, ...folded]
+  return exact.length > 0 ? exact : folded
+}
+
+/** The figures of one REST repository, adding up every store path it stands for; null if none. */
+export function repositoryFigures(
+  repos: ReadonlyMap<string, RepoStats>,
+  name: RestRepoName,
+  pathPrefix: string,
+): RepositoryFigures | null {
+  const matches = reposNamed(repos.keys(), name, pathPrefix)
+  let sum: RepoStats | null = null
+  for (const repo of matches) {
+    const s = repos.get(repo)
+    if (s !== undefined) sum = sum === null ? s : addRepoStats(sum, s)
+  }
+  const first = matches[0]
+  if (sum === null || first === undefined) return null
+  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: kindFigures(sum.uploadPack) }
+}
+
+function addRepoStats(a: RepoStats, b: RepoStats): RepoStats {
+  return { refs: addKindStats(a.refs, b.refs), uploadPack: addKindStats(a.uploadPack, b.uploadPack) }
+}
+
+function addKindStats(a: KindStats, b: KindStats): KindStats {
+  return {
+    entries: a.entries + b.entries,
+    size: a.size + b.size,
+    hits: a.hits + b.hits,
+    misses: a.misses + b.misses,
+    joins: a.joins + b.joins,
+    bypasses: a.bypasses + b.bypasses,
+    bytesServed: a.bytesServed + b.bytesServed,
+    lastHit: a.lastHit === null ? b.lastHit : b.lastHit === null ? a.lastHit : Math.max(a.lastHit, b.lastHit),
+  }
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}

@@ -1,0 +1,33 @@
+/**
+ * The REST API's errors and their JSON shape, Bitbucket's
+ * `{"errors":[{"message":"..."}]}` (DESIGN §6).
+ */
+import { Type, type Static } from 'typebox'
+import { ProxyError } from '../errors.js'
+
+/** The schema of an error answer, described for one status. */
+export function errorSchema(description: string) {
+  return Type.Object({ errors: Type.Array(Type.Object({ message: Type.String() }), { minItems: 1 }) }, { description })
+}
+
+export const ErrorBody = errorSchema('Bitbucket-style error answer')
+export type ErrorBody = Static<typeof ErrorBody>
+
+export function errorBody(message: string): ErrorBody {
+  return { errors: [{ message }] }
+}
+
+/** A request the API refuses: its message is meant for the caller. */
+export class RestError extends ProxyError {
+  constructor(code: 'ERR_REST_BAD_VALUE' | 'ERR_REST_NOT_FOUND', statusCode: 400 | 404, message: string) {
+    super(code, message, { statusCode, expose: true })
+  }
+}
+
+export function badValue(message: string): RestError {
+  return new RestError('ERR_REST_BAD_VALUE', 400, message)
+}
+
+export function notFound(message: string): RestError {
+  return new RestError('ERR_REST_NOT_FOUND', 404, message)
+}
