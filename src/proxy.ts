@@ -23,6 +23,8 @@ import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './set
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { Metrics } from './metrics.js'
+import { loadHostKey, startSshFront, type SshFront } from './front/ssh.js'
+import { SshUpstream } from './upstream/ssh.js'
 
 export interface RunningProxy {
   /** `http://host:port` the HTTP front listens on. */
@@ -34,6 +36,8 @@ export interface RunningProxy {
   readonly store: CacheStore
   readonly settings: Settings
   readonly disk: DiskGuard
+  /** `ssh://host:port` the SSH front listens on; null when no SSH upstream is configured. */
+  readonly sshUrl: string | null
   close(): Promise<void>
 }
 
@@ -168,6 +172,33 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     throw err
   }
   // --- SSH front (src/front/ssh.ts), started when upstream.ssh.url is set ---
+  let sshFront: SshFront | null = null
+  if (config.upstream.sshUrl !== null) {
+    const sshLog = log.child({ component: 'ssh' })
+    try {
+      sshFront = await startSshFront({
+        host: config.proxy.sshHost,
+        port: config.proxy.sshPort,
+        hostKey: await loadHostKey(config.proxy.sshHostKey, config.cacheDir, sshLog),
+        authorizedKeysFile: config.proxy.sshAuthorizedKeys,
+        pathPrefix: config.upstream.pathPrefix,
+        allowPush: config.proxy.sshAllowPush,
+        upstream: new SshUpstream({
+          url: config.upstream.sshUrl,
+          keyFile: config.upstream.sshKey,
+          knownHostsFile: config.upstream.sshKnownHosts,
+          log: log.child({ component: 'ssh-upstream' }),
+        }),
+        uploadPack,
+        store,
+        authMemo,
+        log: sshLog,
+      })
+    } catch (err) {
+      await app.close()
+      throw err
+    }
+  }
   // --- end SSH front ---
 
   const addr = app.server.address() as AddressInfo // listening on TCP: address() is an AddressInfo
@@ -180,7 +211,9 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     store,
     settings,
     disk,
+    sshUrl: sshFront?.url ?? null,
     close: async () => {
+      await sshFront?.close()
       await app.close()
     },
   }
