@@ -1,0 +1,215 @@
+/**
+ * Deterministic benchmark repositories, built with `git fast-import`.
+ *
+ *   small   ~10 MB pack, 120 commits
+ *   medium  ~100 MB pack, 300 commits (the clone-cache issue's target)
+ *   refs    a small history with 20,500 refs (branches and tags)
+ *
+ * Content comes from an AES-256-CTR keystream keyed by the repository's name
+ * (seeded, so every run builds byte-identical objects), rendered as base64
+ * text lines: it does not compress, so the pack really is that big. Dates
+ * are fixed. Repositories are cached under bench/.repos/v<GENERATOR_VERSION>/
+ * and rebuilt only when the generator version changes.
+ *
+ *   npx tsx bench/generate.ts [small|medium|refs ...]
+ */
+import { spawn, execFile } from 'node:child_process'
+import { createCipheriv, createHash } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
+export const GENERATOR_VERSION = 1
+export type RepoName = 'small' | 'medium' | 'refs'
+export const REPO_NAMES: readonly RepoName[] = ['small', 'medium', 'refs']
+
+interface Spec {
+  /** Raw bytes of file content written over the whole history. */
+  contentBytes: number
+  files: number
+  commits: number
+  /** Extra refs: branches and tags spread over the history. */
+  branches: number
+  tags: number
+}
+
+// base64 text inflates random bytes by 4/3 and zlib gets it back to ~0.76 of the text.
+const SPECS: Record<RepoName, Spec> = {
+  small: { contentBytes: 13 * 1024 * 1024, files: 300, commits: 120, branches: 5, tags: 12 },
+  medium: { contentBytes: 132 * 1024 * 1024, files: 2500, commits: 300, branches: 10, tags: 30 },
+  refs: { contentBytes: 2 * 1024 * 1024, files: 200, commits: 400, branches: 16_000, tags: 4_500 },
+}
+
+const BASE_DATE = 1_700_000_000
+const execFileP = promisify(execFile)
+const here = path.dirname(fileURLToPath(import.meta.url))
+export const REPOS_DIR = path.join(here, '.repos', `v${GENERATOR_VERSION}`)
+
+/** Environment for git that ignores the machine's and user's configuration. */
+export function isolatedGitEnv(home: string): Record<string, string> {
+  return {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: home,
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_CONFIG_GLOBAL: '/dev/null',
+    GIT_TERMINAL_PROMPT: '0',
+    LC_ALL: 'C',
+  }
+}
+
+/** Seeded byte stream: AES-256-CTR over zeros, key = sha256(seed). */
+export class SeededBytes {
+  #cipher
+  #zeros = Buffer.alloc(64 * 1024)
+  #buf = Buffer.alloc(0)
+  constructor(seed: string) {
+    const key = createHash('sha256').update(seed).digest()
+    this.#cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16))
+  }
+
+  bytes(n: number): Buffer {
+    while (this.#buf.length < n) this.#buf = Buffer.concat([this.#buf, this.#cipher.update(this.#zeros)])
+    const out = this.#buf.subarray(0, n)
+    this.#buf = this.#buf.subarray(n)
+    return Buffer.from(out)
+  }
+
+  /** Uniform integer in [0, n). */
+  int(n: number): number {
+    return this.bytes(4).readUInt32BE(0) % n
+  }
+
+  /** Incompressible text: base64 lines of 76 characters, `n` bytes long. */
+  text(n: number): Buffer {
+    const raw = this.bytes(Math.ceil((n * 3) / 4) + 3).toString('base64').slice(0, n)
+    return Buffer.from(raw.replace(/(.{76})/g, '$1\n'))
+  }
+}
+
+function filePath(i: number): string {
+  return `src/mod${String(i % 40).padStart(2, '0')}/file${String(i).padStart(5, '0')}.txt`
+}
+
+/** Write the fast-import stream of a repository to `out`. */
+async function writeStream(name: RepoName, spec: Spec, out: NodeJS.WritableStream): Promise<void> {
+  const rnd = new SeededBytes(`scm-cache-proxy bench ${name} v${GENERATOR_VERSION}`)
+  const write = async (chunk: string | Buffer): Promise<void> => {
+    if (!out.write(chunk)) await once(out, 'drain')
+  }
+  const data = async (body: Buffer | string): Promise<void> => {
+    const b = typeof body === 'string' ? Buffer.from(body) : body
+    await write(`data ${b.length}\n`)
+    await write(b)
+    await write('\n')
+  }
+  // 60% of the bytes in the first commit, the rest rewritten over the history.
+  const initialBytes = Math.floor(spec.contentBytes * 0.6)
+  const perCommit = Math.floor((spec.contentBytes - initialBytes) / Math.max(1, spec.commits - 1))
+  const avg = initialBytes / spec.files
+  const size = (): number => Math.max(256, Math.floor(avg * (0.25 + (rnd.int(1500) / 1000))))
+  for (let c = 1; c <= spec.commits; c++) {
+    const date = BASE_DATE + c * 3600
+    await write(`commit refs/heads/main\nmark :${c}\n`)
+    await write(`author Bench Author <author@example.com> ${date} +0000\n`)
+    await write(`committer Bench Committer <committer@example.com> ${date} +0000\n`)
+    await data(`Commit ${c} of the ${name} benchmark repository\n`)
+    if (c > 1) await write(`from :${c - 1}\n`)
+    if (c === 1) {
+      await write('M 100644 inline README.md\n')
+      await data(`# ${name}\n\nGenerated by bench/generate.ts v${GENERATOR_VERSION}.\n`)
+      for (let f = 0; f < spec.files; f++) {
+        await write(`M 100644 inline ${filePath(f)}\n`)
+        await data(rnd.text(size()))
+      }
+    } else {
+      let written = 0
+      while (written < perCommit) {
+        const n = Math.min(size(), perCommit - written + 256)
+        await write(`M 100644 inline ${filePath(rnd.int(spec.files))}\n`)
+        await data(rnd.text(n))
+        written += n
+      }
+    }
+    await write('\n')
+  }
+  for (let b = 0; b < spec.branches; b++) {
+    await write(`reset refs/heads/feature/${String(b).padStart(5, '0')}\nfrom :${1 + (b * 7) % spec.commits}\n\n`)
+  }
+  for (let t = 0; t < spec.tags; t++) {
+    await write(`reset refs/tags/v${Math.floor(t / 100)}.${t % 100}.0\nfrom :${1 + (t * 13) % spec.commits}\n\n`)
+  }
+  await write('done\n')
+}
+
+async function git(home: string, args: string[]): Promise<string> {
+  const { stdout } = await execFileP('git', args, { env: isolatedGitEnv(home), maxBuffer: 64 * 1024 * 1024 })
+  return stdout
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false)
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) n += (await stat(path.join(e.parentPath, e.name))).size
+  }
+  return n
+}
+
+export interface GeneratedRepo {
+  name: RepoName
+  /** Bare repository directory. */
+  dir: string
+  packBytes: number
+  refs: number
+  head: string
+}
+
+/** Build `name` under bench/.repos unless a complete copy of this generator version exists. */
+export async function ensureRepo(name: RepoName, log: (s: string) => void = () => undefined): Promise<GeneratedRepo> {
+  const dir = path.join(REPOS_DIR, `${name}.git`)
+  const home = path.join(REPOS_DIR, '.home')
+  await mkdir(home, { recursive: true })
+  if (!(await exists(path.join(dir, '.bench-complete')))) {
+    const spec = SPECS[name]
+    const tmp = `${dir}.tmp-${process.pid}`
+    await rm(tmp, { recursive: true, force: true })
+    const t0 = performance.now()
+    log(`generating ${name} repository (fast-import)...`)
+    await git(home, ['init', '-q', '--bare', '-b', 'main', tmp])
+    const child = spawn('git', ['-C', tmp, 'fast-import', '--quiet', '--done'], {
+      env: isolatedGitEnv(home),
+      stdio: ['pipe', 'ignore', 'inherit'],
+    })
+    const exited = once(child, 'close')
+    await writeStream(name, spec, child.stdin)
+    child.stdin.end()
+    const [code] = (await exited) as [number | null]
+    if (code !== 0) throw new Error(`git fast-import exited ${String(code)} for ${name}`)
+    // What a real server holds: one pack, bitmaps, packed refs.
+    await git(home, ['-C', tmp, 'repack', '-a', '-d', '-b', '-q'])
+    await git(home, ['-C', tmp, 'pack-refs', '--all'])
+    await git(home, ['-C', tmp, 'gc', '--prune=now', '-q'])
+    await writeFile(path.join(tmp, '.bench-complete'), `v${GENERATOR_VERSION}\n`)
+    await rm(dir, { recursive: true, force: true })
+    await rename(tmp, dir)
+    log(`generated ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  }
+  const packBytes = await dirBytes(path.join(dir, 'objects', 'pack'))
+  const refs = (await git(home, ['-C', dir, 'for-each-ref', '--format=x'])).split('\n').filter(Boolean).length
+  const head = (await git(home, ['-C', dir, 'rev-parse', 'refs/heads/main'])).trim()
+  return { name, dir, packBytes, refs, head }
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const names = process.argv.slice(2).length > 0 ? process.argv.slice(2) : [...REPO_NAMES]
+  for (const n of names) {
+    if (!REPO_NAMES.includes(n as RepoName)) throw new Error(`unknown repository ${n}; one of ${REPO_NAMES.join(', ')}`)
+    const r = await ensureRepo(n as RepoName, (s) => { console.log(s) })
+    console.log(`${r.name}: ${r.dir} pack ${(r.packBytes / 1e6).toFixed(1)} MB, ${r.refs} refs, main ${r.head}`)
+  }
+}
