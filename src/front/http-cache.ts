@@ -13,6 +13,7 @@ import type { CacheStore } from '../cache/store.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
+import type { CacheAnswer } from '../service/answer.js'
 import type { RefsService } from '../service/refs.js'
 import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPackService } from '../service/upload-pack.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
@@ -105,16 +106,27 @@ async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promi
     await passThrough(ctx, deps.upstream, read.raw)
     return
   }
+  await respond(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
+}
+
+/** Act on a cache service's answer: pass through, relay a refusal, or send the body. */
+async function respond(
+  ctx: GitHttpContext,
+  deps: HttpCacheDeps,
+  answer: CacheAnswer,
+  headers: Record<string, string>,
+  passThroughFallback: () => Promise<void>,
+): Promise<void> {
   switch (answer.kind) {
     case 'pass':
       ctx.outcome.cache = 'bypass'
-      await passThrough(ctx, deps.upstream, read.raw)
+      await passThroughFallback()
       return
     case 'refused':
       await relay(ctx, answer.response)
       return
     case 'body':
-      await sendCached(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
+      await sendCached(ctx, deps, answer, headers, passThroughFallback)
       return
   }
 }
@@ -293,17 +305,7 @@ async function handleLsRefs(
     authorize: () => deps.uploadPack.authorizeHttp(repo, credential, headers),
     fetchUpstream: (signal) => postUploadPack(deps.upstream, repo, headers, read.raw, signal),
   })
-  switch (answer.kind) {
-    case 'pass':
-      await passThrough(ctx, deps.upstream, read.raw)
-      return
-    case 'refused':
-      await relay(ctx, answer.response)
-      return
-    case 'body':
-      await sendCached(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
-      return
-  }
+  await respond(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
 }
 
 async function handleReceivePack(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {

@@ -15,6 +15,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
+import type { CacheAnswer } from './answer.js'
 import type { CacheStore, FillOutcome } from '../cache/store.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
 import type { RepoPath } from '../repository.js'
@@ -31,10 +32,7 @@ export interface RefsRequest {
   fetchUpstream: (signal: AbortSignal) => Promise<Readable>
 }
 
-export type RefsAnswer =
-  | { kind: 'pass'; reason: string }
-  | { kind: 'refused'; response: UpstreamResponse }
-  | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: Readable }
+export type RefsAnswer = CacheAnswer
 
 export interface RefsServiceDeps {
   store: CacheStore

@@ -16,6 +16,7 @@ import { Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CacheError, UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
+import type { CacheAnswer } from './answer.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
@@ -51,13 +52,8 @@ export interface UploadPackRequest {
   fetchUpstream: (signal: AbortSignal) => Promise<Readable>
 }
 
-export type UploadPackAnswer =
-  /** Not cacheable (or caching off): the caller streams the request through. */
-  | { kind: 'pass'; reason: string }
-  /** The upstream refused the credential: relay this response as is. */
-  | { kind: 'refused'; response: UpstreamResponse }
-  /** A 200 upload-pack result body, from the cache or a fill. */
-  | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: Readable }
+/** A `body` is a 200 upload-pack result. */
+export type UploadPackAnswer = CacheAnswer
 
 export interface UploadPackServiceDeps {
   store: CacheStore
