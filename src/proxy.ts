@@ -190,6 +190,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
           log: log.child({ component: 'ssh-upstream' }),
         }),
         uploadPack,
+        refs,
         store,
         authMemo,
         log: sshLog,

@@ -3,10 +3,18 @@
  * allowed the repository: the conversation between the client's channel,
  * the upstream's SSH service and the clone cache.
  *
- * Every session starts with an upstream exec ("session A") whose
- * advertisement goes to the client, filtered like HTTP's. That successful
- * advertisement is also the proof that the proxy's upstream key can read the
- * repository (DESIGN §3.1, recorded in the AuthMemo for auth.ttl).
+ * The advertisement: with ref caching on for SSH and the proxy's upstream
+ * key known to read the repository (AuthMemo, auth.ttl), it comes from the
+ * ref cache (filled by an exec that reads the upstream's advertisement and
+ * closes) and no upstream session is opened yet. Otherwise the session
+ * starts with an upstream exec ("session A") whose advertisement goes to
+ * the client, filtered like HTTP's; that successful advertisement is also
+ * the proof that the proxy's upstream key can read the repository
+ * (DESIGN §3.1, recorded in the AuthMemo for auth.ttl), and it fills the
+ * ref cache when that is on. Session A is opened lazily when the
+ * conversation must pass through: it reads and drops its own advertisement
+ * first (the client's wants come from the one it saw; the upstream still
+ * has those objects).
  *
  * v0/v1: the client's want section is read. Without depth, its next packet
  * too: `done` makes the request a clone, which the UploadPackService may
@@ -18,13 +26,21 @@
  * of the cached answer; anything else is replayed to session A (whose own
  * shallow list is dropped, the client already has it) and piped.
  *
+ * v0/v1 `ls-remote` (an empty want list) is answered locally when session A
+ * was never opened: upload-pack has nothing more to say.
+ *
  * v2: the capability advertisement, then one command at a time: `fetch`
  * goes to the UploadPackService (from cache, or forwarded to session A when
- * not cacheable), everything else is forwarded to session A and its answer
- * relayed up to its closing flush. A lone flush or the end of input ends it.
+ * not cacheable), a cacheable `ls-refs` to the ref cache (same entries as
+ * HTTP's: the answer bytes are the same over both transports), everything
+ * else is forwarded to session A and its answer relayed up to its closing
+ * flush. A lone flush or the end of input ends it.
  *
  * Cache fills run on their own upstream exec (advertisement skipped, request
  * written, input closed), so a fill never depends on one client's session.
+ * Two exceptions keep a poll at one upstream exec: a live session A's
+ * advertisement fills the ref cache's advertisement entry, and an `ls-refs`
+ * on a session whose session A is open is filled through it.
  */
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -33,17 +49,20 @@ import { ProtocolError, ProxyError, UpstreamError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { CacheStore } from '../cache/store.js'
-import { STRIPPED_CAPABILITIES, STRIPPED_FETCH_FEATURES } from '../cache/policy.js'
+import { createHash } from 'node:crypto'
+import { decideLsRefs, STRIPPED_CAPABILITIES, STRIPPED_FETCH_FEATURES } from '../cache/policy.js'
 import { packetText, type Frame } from '../protocol/pkt-line.js'
 import { createAdvertisementFilterV1 } from '../protocol/v1/advertisement.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { filterCapabilityAdvertisementV2 } from '../protocol/v2/capability-advertisement.js'
-import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
+import { parseCommandRequestV2, type CommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
+import type { RefsService } from '../service/refs.js'
 import type { UploadPackAnswer, UploadPackService } from '../service/upload-pack.js'
 import type { SshUpstream, UpstreamExec } from '../upstream/ssh.js'
 import type { SshService } from './ssh-command.js'
-import { concatFrames, PktReader, send } from './ssh-io.js'
+import { firstByte } from './http-response.js'
+import { concatFrames, MAX_SECTION, PktReader, send } from './ssh-io.js'
 
 /** The AuthMemo's name for "the proxy's own upstream key" (never a valid HTTP header value). */
 export const SSH_UPSTREAM_CREDENTIAL = '\0ssh-upstream-key'
@@ -52,9 +71,31 @@ const STRIPPED_V1: ReadonlySet<string> = new Set([...STRIPPED_CAPABILITIES, ...S
 const DONE = Buffer.from('0009done\n')
 const MAX_STDERR_KEPT = 64 * 1024
 
+/**
+ * The ref-cache key of the SSH initial advertisement for the version the
+ * client asked for. Apart from HTTP's `advertisementKey`: the HTTP v0/v1
+ * body starts with a `# service=` section the SSH one lacks.
+ */
+export function sshAdvertisementKey(repo: string, version: 0 | 1 | 2): string {
+  return createHash('sha256')
+    .update(JSON.stringify(['refs/1', repo, 'ssh-advertisement', `v${version}`]))
+    .digest('hex')
+}
+
+/** The version a GIT_PROTOCOL value asks for, as upload-pack reads it: the highest known `version=N`. */
+export function requestedVersion(gitProtocol: string | null): 0 | 1 | 2 {
+  let version: 0 | 1 | 2 = 0
+  for (const item of (gitProtocol ?? '').split(':')) {
+    if (item === 'version=2') version = 2
+    else if (item === 'version=1' && version < 1) version = 1
+  }
+  return version
+}
+
 export interface GitSessionDeps {
   upstream: SshUpstream
   uploadPack: UploadPackService
+  refs: RefsService
   store: CacheStore
   authMemo: AuthMemo
   allowPush: boolean
@@ -95,6 +136,10 @@ class GitSession {
   readonly #onCommand: (o: SessionOutcome) => void
   #up: UpstreamExec | null = null
   #upReader: PktReader | null = null
+  /** Session A's own advertisement, filtered. */
+  #liveFiltered: Buffer | null = null
+  /** The advertisement the client got from the ref cache, if it came from there. */
+  #cachedSent: Buffer | null = null
   /** Upstream stderr goes to the client only while the upstream's answer does. */
   #relayStderr = true
   #finished = false
@@ -125,6 +170,10 @@ class GitSession {
       if (!this.#signal.aborted) {
         const level = e instanceof ProxyError && e.expose ? 'info' : 'warn'
         this.#d.log[level]({ err: e, repo: this.#x.repo }, 'ssh git session failed')
+        // The client may have been shown refs the upstream no longer
+        // advertises (and a stateful v0/v1 upload-pack refuses to send):
+        // its retry gets the upstream's current refs.
+        if (this.#cachedSent !== null) await this.#d.store.invalidateRepo(this.#x.repo, 'refs').catch(() => 0)
         const message = e instanceof ProxyError && e.expose ? e.message : 'internal error'
         await this.#fail(`scm-cache-proxy: ${message}`)
       }
@@ -156,34 +205,113 @@ class GitSession {
   // ---- upload-pack ---------------------------------------------------------
 
   async #uploadPack(): Promise<void> {
-    const env: Record<string, string> = {}
-    if (this.#x.gitProtocol !== null) env['GIT_PROTOCOL'] = this.#x.gitProtocol
-    const up = await this.#openUpstream('git-upload-pack', env)
-    const upReader = this.#upstreamReader()
-    const adv = await upReader.untilFlush().catch(() => null)
-    if (adv === null) {
-      // The upstream refused (unknown repository, no access): its stderr
-      // already reached the client; pass its exit status on.
-      const code = await up.exit
-      this.#outcome.status = code === 0 || code === null ? 128 : code
-      await this.#finish(this.#outcome.status)
-      return
-    }
-    this.#d.authMemo.accept(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
-    const first = adv[0] === undefined || adv[0].length === 0 ? '' : packetText(adv[0].raw.subarray(4))
-    const version = first === 'version 2' ? 2 : first === 'version 1' ? 1 : 0
+    const adv = (await this.#cachedAdvertisement()) ?? (await this.#liveAdvertisement())
+    if (adv === null) return // the upstream refused; the session is finished
+    const version = advertisedVersion(adv)
     this.#outcome.version = version
+    await this.#write(adv)
     if (version === 2) {
-      const filtered = filterCapabilityAdvertisementV2(concatFrames(adv), {
-        fetchFeatures: STRIPPED_FETCH_FEATURES,
-        capabilities: STRIPPED_CAPABILITIES,
-      })
-      await this.#write(filtered)
       await this.#v2Loop()
       return
     }
-    await this.#write(await filterV1(concatFrames(adv)))
     await this.#v0Conversation(version)
+  }
+
+  /**
+   * The advertisement from the ref cache, when ref caching is on for SSH and
+   * the proxy's upstream key is known to read the repository (the client's
+   * key was checked before the session). Null: ask the upstream live.
+   */
+  async #cachedAdvertisement(): Promise<Buffer | null> {
+    const { refs, authMemo, log } = this.#d
+    const { repo } = this.#x
+    if (!refs.enabledFor('SSH')) return null
+    // A check running for the proxy's key (another session's live
+    // advertisement) fills the entry: wait for it rather than ask again.
+    if (!authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) await authMemo.pending(repo, SSH_UPSTREAM_CREDENTIAL)
+    if (!authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) return null
+    try {
+      const answer = await refs.serve({
+        repo,
+        key: sshAdvertisementKey(repo, requestedVersion(this.#x.gitProtocol)),
+        front: 'SSH',
+        authorize: async () => null, // checked just above
+        fetchUpstream: (signal) => this.#fetchAdvertisement(signal),
+      })
+      if (answer.kind !== 'body') return null
+      const bytes = await readAll(answer.body, MAX_SECTION)
+      this.#outcome.cache = answer.how
+      this.#cachedSent = bytes
+      return bytes
+    } catch (err) {
+      if (this.#signal.aborted) throw err
+      // Whatever went wrong (the upstream, the cache), the live path tells
+      // the client in the upstream's own words, or works.
+      log.info({ repo, err: toError(err) }, 'cached ssh advertisement unavailable: asking the upstream')
+      return null
+    }
+  }
+
+  /**
+   * Session A's advertisement (the proxy key's access check), filtered; it
+   * fills the ref cache when that is on. Null when the upstream refused:
+   * its stderr reached the client and its exit status ended the session.
+   */
+  async #liveAdvertisement(): Promise<Buffer | null> {
+    const { refs, authMemo, log } = this.#d
+    const { repo } = this.#x
+    const refsOn = refs.enabledFor('SSH')
+    const endCheck = refsOn ? authMemo.beginCheck(repo, SSH_UPSTREAM_CREDENTIAL) : null
+    try {
+      if ((await this.#ensureUp()) === null) return null
+      const filtered = this.#liveFiltered
+      if (filtered === null) throw new Error('no upstream advertisement') // set by #ensureUp
+      if (refsOn) {
+        try {
+          const answer = await refs.serve({
+            repo,
+            key: sshAdvertisementKey(repo, requestedVersion(this.#x.gitProtocol)),
+            front: 'SSH',
+            authorize: async () => null, // this very answer was the check
+            fetchUpstream: async () => Readable.from([filtered]),
+          })
+          // The client gets the live answer (session A speaks for it); the
+          // entry is read through so waiters released below find it whole.
+          if (answer.kind === 'body') await readAll(answer.body, MAX_SECTION)
+        } catch (err) {
+          if (this.#signal.aborted) throw err
+          log.info({ repo, err: toError(err) }, 'ssh advertisement not cached')
+        }
+      }
+      return filtered
+    } finally {
+      endCheck?.()
+    }
+  }
+
+  /** A ref-cache fill: an upstream exec read up to its advertisement's flush, filtered, then closed. */
+  async #fetchAdvertisement(signal: AbortSignal): Promise<Readable> {
+    const { upstream, authMemo } = this.#d
+    const up = await upstream.exec(upstream.commandFor('git-upload-pack', this.#x.upstreamPath), this.#protocolEnv())
+    const stderr = keepStderr(up)
+    const onAbort = (): void => {
+      up.channel.close()
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      const adv = await new PktReader(up.channel).untilFlush()
+      if (adv === null) {
+        const code = await up.exit
+        authMemo.reject(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+        const text = stderr().trim()
+        throw new UpstreamError('ERR_UPSTREAM_SSH', `upstream upload-pack sent no advertisement (exit ${code ?? 'none'})${text === '' ? '' : `: ${text}`}`)
+      }
+      authMemo.accept(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+      return Readable.from([await filterSshAdvertisement(adv)])
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      up.channel.close()
+    }
   }
 
   async #v0Conversation(version: 0 | 1): Promise<void> {
@@ -212,8 +340,10 @@ class GitSession {
       return
     }
     if (wants.length === 1) {
-      // An empty want list (ls-remote): upload-pack answers nothing more.
-      await this.#passV0([wantSection], false)
+      // An empty want list (ls-remote): upload-pack answers nothing more,
+      // so without a session A there is nothing to ask the upstream.
+      if (this.#up === null) await this.#finish(0)
+      else await this.#passV0([wantSection], false)
       return
     }
     if (depth) {
@@ -275,14 +405,17 @@ class GitSession {
       const frames = await this.#client.untilFlush()
       if (frames === null || frames.length === 1) break
       const request = concatFrames(frames)
-      let command: string | null = null
+      let parsed: CommandRequestV2 | null = null
       try {
-        command = parseCommandRequestV2(request)?.command ?? null
+        parsed = parseCommandRequestV2(request)
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err
       }
+      const command = parsed?.command ?? null
       this.#outcome = { ...this.#outcome, cmd: command ?? 'unknown', cache: 'bypass', bytes: 0, status: 0 }
-      const answer = command === 'fetch' ? await this.#serve(2, request) : null
+      let answer: { body: Readable } | null = null
+      if (command === 'fetch') answer = await this.#serve(2, request)
+      else if (parsed !== null && command === 'ls-refs') answer = await this.#serveLsRefs(request, parsed)
       if (answer !== null) {
         await this.#streamBody(answer.body)
       } else if (!(await this.#forwardV2(request))) {
@@ -297,7 +430,8 @@ class GitSession {
 
   /** One v2 command through session A, its answer relayed up to its flush. False if the upstream ended the session. */
   async #forwardV2(request: Buffer): Promise<boolean> {
-    const up = this.#requireUp()
+    const up = await this.#ensureUp()
+    if (up === null) return false
     const reader = this.#upstreamReader()
     await send(up.channel, request, this.#signal)
     for (;;) {
@@ -354,17 +488,56 @@ class GitSession {
     return null
   }
 
+  /**
+   * A v2 `ls-refs` from the ref cache, or null when it must go to session A.
+   * The key is HTTP's: upload-pack writes the same answer bytes whether it
+   * runs under sshd or http-backend (checked with git 2.39), so both fronts
+   * share the entry. Filled by forwarding the command on its own exec.
+   */
+  async #serveLsRefs(request: Buffer, cmd: CommandRequestV2): Promise<{ body: Readable } | null> {
+    const { refs, authMemo, log } = this.#d
+    const { repo } = this.#x
+    if (!refs.enabledFor('SSH')) return null
+    const decision = decideLsRefs(repo, cmd.capabilities, cmd.args)
+    // Unknown access (auth.ttl ran out during a long session): session A's
+    // answer is the check.
+    if (!decision.cacheable || !authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) return null
+    const answer = await refs.serve({
+      repo,
+      key: decision.key,
+      front: 'SSH',
+      authorize: async () => null, // checked just above
+      // With session A open (its advertisement was this session's access
+      // check), it answers the fill: one upstream exec per poll at most.
+      fetchUpstream: (signal) => (this.#up === null ? this.#fill(2, request, signal) : this.#lsRefsOnSessionA(request)),
+    })
+    if (answer.kind !== 'body') return null
+    const err = await firstByte(answer.body)
+    if (err !== null) {
+      answer.body.destroy()
+      if (this.#signal.aborted) throw err
+      log.info({ repo, err }, 'ls-refs fill failed before its first byte: forwarded to the upstream')
+      return null
+    }
+    this.#outcome.cache = answer.how
+    return answer
+  }
+
+  /** `ls-refs` on session A, its answer read up to its flush (a fill of the ref cache). */
+  async #lsRefsOnSessionA(request: Buffer): Promise<Readable> {
+    const up = this.#requireUp()
+    await send(up.channel, request, this.#signal)
+    const answer = await this.#upstreamReader().untilFlush()
+    if (answer === null) throw new UpstreamError('ERR_UPSTREAM_SSH', 'the upstream ended the session instead of answering ls-refs')
+    return Readable.from([concatFrames(answer)])
+  }
+
   /** A cache fill: its own upstream exec, advertisement skipped, request written, input closed. */
   async #fill(version: 0 | 1 | 2, request: Buffer, signal: AbortSignal): Promise<Readable> {
     const env: Record<string, string> = {}
     if (version > 0) env['GIT_PROTOCOL'] = `version=${version}`
     const up = await this.#d.upstream.exec(this.#d.upstream.commandFor('git-upload-pack', this.#x.upstreamPath), env)
-    const stderr: Buffer[] = []
-    let kept = 0
-    up.channel.stderr.on('data', (c: Buffer) => {
-      if (kept < MAX_STDERR_KEPT) stderr.push(c)
-      kept += c.length
-    })
+    const stderr = keepStderr(up)
     const onAbort = (): void => {
       up.channel.close()
     }
@@ -372,7 +545,7 @@ class GitSession {
     const reader = new PktReader(up.channel)
     const failure = async (what: string): Promise<UpstreamError> => {
       const code = await up.exit
-      const text = Buffer.concat(stderr).toString('utf8').trim()
+      const text = stderr().trim()
       return new UpstreamError('ERR_UPSTREAM_SSH', `upstream upload-pack ${what} (exit ${code ?? 'none'})${text === '' ? '' : `: ${text}`}`)
     }
     try {
@@ -401,7 +574,9 @@ class GitSession {
   // ---- pass-through --------------------------------------------------------
 
   async #passV0(replay: Buffer[], skipShallowList: boolean): Promise<void> {
-    const code = await this.#pipeBothWays(this.#requireUp(), replay, skipShallowList)
+    const up = await this.#ensureUp()
+    if (up === null) return
+    const code = await this.#pipeBothWays(up, replay, skipShallowList)
     this.#outcome.cache = 'bypass'
     await this.#finish(code ?? 128)
   }
@@ -451,13 +626,48 @@ class GitSession {
     return up
   }
 
+  /**
+   * Session A, opened now if it was not: its advertisement is read (and
+   * kept, filtered, for the live path) but not sent; the client already has
+   * one. Null when the upstream refused: its stderr reached the client and
+   * its exit status ended the session.
+   */
+  async #ensureUp(): Promise<UpstreamExec | null> {
+    if (this.#up !== null) return this.#up
+    const up = await this.#openUpstream('git-upload-pack', this.#protocolEnv())
+    const adv = await this.#upstreamReader()
+      .untilFlush()
+      .catch(() => null)
+    if (adv === null) {
+      // Unknown repository, no access: pass the upstream's exit status on.
+      const code = await up.exit
+      this.#outcome.status = code === 0 || code === null ? 128 : code
+      await this.#finish(this.#outcome.status)
+      return null
+    }
+    this.#d.authMemo.accept(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+    this.#liveFiltered = await filterSshAdvertisement(adv)
+    if (this.#cachedSent !== null && refLines(this.#cachedSent) !== refLines(this.#liveFiltered)) {
+      // The upstream's refs moved since the cached advertisement (a push
+      // that bypassed the proxy): this client carries on with the wants it
+      // chose, the next poll gets the upstream's refs.
+      this.#d.log.info({ repo: this.#x.repo }, 'upstream refs moved since the cached ssh advertisement: ref entries dropped')
+      await this.#d.store.invalidateRepo(this.#x.repo, 'refs')
+    }
+    return up
+  }
+
+  #protocolEnv(): Record<string, string> {
+    return this.#x.gitProtocol === null ? {} : { GIT_PROTOCOL: this.#x.gitProtocol }
+  }
+
   #requireUp(): UpstreamExec {
-    if (this.#up === null) throw new Error('no upstream session') // opened first in every path
+    if (this.#up === null) throw new Error('no upstream session') // callers check #up first
     return this.#up
   }
 
   #upstreamReader(): PktReader {
-    if (this.#upReader === null) throw new Error('no upstream session') // opened first in every path
+    if (this.#upReader === null) throw new Error('no upstream session') // set with #up, which callers open first
     return this.#upReader
   }
 
@@ -514,6 +724,69 @@ class GitSession {
 
 function isDone(frame: Frame): boolean {
   return frame.length > 4 && packetText(frame.raw.subarray(4)) === 'done'
+}
+
+/** An upload-pack advertisement (ssh form, up to its flush), filtered like HTTP's. */
+async function filterSshAdvertisement(adv: Frame[]): Promise<Buffer> {
+  const bytes = concatFrames(adv)
+  if (advertisedVersion(bytes) === 2) {
+    return filterCapabilityAdvertisementV2(bytes, {
+      fetchFeatures: STRIPPED_FETCH_FEATURES,
+      capabilities: STRIPPED_CAPABILITIES,
+    })
+  }
+  return filterV1(bytes)
+}
+
+/** The protocol version an advertisement speaks, from its first packet. */
+function advertisedVersion(adv: Buffer): 0 | 1 | 2 {
+  if (adv.length < 4) return 0
+  const len = Number.parseInt(adv.subarray(0, 4).toString('latin1'), 16)
+  if (!(len > 4) || len > adv.length) return 0
+  const first = packetText(adv.subarray(4, len))
+  return first === 'version 2' ? 2 : first === 'version 1' ? 1 : 0
+}
+
+/** The `<oid> <ref>` lines of a v0/v1 advertisement (capabilities left out); empty for v2. */
+function refLines(adv: Buffer): string {
+  if (advertisedVersion(adv) === 2) return ''
+  const lines: string[] = []
+  for (let at = 0; at + 4 <= adv.length; ) {
+    const len = Number.parseInt(adv.subarray(at, at + 4).toString('latin1'), 16)
+    if (!(len >= 4)) {
+      at += 4 // flush and other special packets
+      continue
+    }
+    const text = packetText(adv.subarray(at + 4, at + len))
+    if (!text.startsWith('version ')) lines.push(text.split('\0')[0] ?? '')
+    at += len
+  }
+  return lines.join('\n')
+}
+
+/** Collects an upstream exec's stderr (bounded) for error messages. */
+function keepStderr(up: UpstreamExec): () => string {
+  const chunks: Buffer[] = []
+  let kept = 0
+  up.channel.stderr.on('data', (c: Buffer) => {
+    if (kept < MAX_STDERR_KEPT) chunks.push(c)
+    kept += c.length
+  })
+  return () => Buffer.concat(chunks).toString('utf8')
+}
+
+/** A whole (small) stream in memory; throws past `limit` bytes. */
+async function readAll(body: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  await pipeline(body, async (source: AsyncIterable<Buffer>) => {
+    for await (const c of source) {
+      size += c.length
+      if (size > limit) throw new ProtocolError('ERR_PROTOCOL_TOO_LONG', `advertisement longer than ${limit} bytes`)
+      chunks.push(c)
+    }
+  })
+  return Buffer.concat(chunks)
 }
 
 /** A v0/v1 advertisement (ssh form, complete up to its flush) without the stripped capabilities. */
