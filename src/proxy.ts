@@ -194,6 +194,9 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
         store,
         authMemo,
         log: sshLog,
+        onRequestDone: (o) => {
+          metrics.observeRequest(o)
+        },
       })
     } catch (err) {
       await app.close()

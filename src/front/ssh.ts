@@ -39,6 +39,8 @@ export interface SshFrontOptions extends GitSessionDeps {
   authorizedKeysFile: string | null
   /** `upstream.http.path-prefix`: SSH paths are named with it in the cache, as HTTP names them. */
   pathPrefix: string
+  /** Told of every finished Git command (the fields of its log line), for metrics. */
+  onRequestDone?: (o: { proto: string; cmd: string; cache: 'hit' | 'miss' | 'join' | 'bypass'; status: number; bytes: number }) => void
 }
 
 export interface SshFront {
@@ -271,6 +273,7 @@ async function runExec(
     return
   }
   await runGitSession(opts, { channel, service: parsed.service, repo, upstreamPath: parsed.path, gitProtocol }, (o) => {
+    opts.onRequestDone?.({ proto: 'ssh', cmd: o.cmd, cache: o.cache, status: o.status, bytes: o.bytes })
     opts.log.info(
       {
         repo,

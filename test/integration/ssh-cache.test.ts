@@ -52,6 +52,8 @@ void t.test('16 concurrent SSH clones: one upstream pack generation', async (t) 
   const fetches = gitRequestLines(bed.proxy.logs).filter((l) => l['proto'] === 'ssh' && l['cmd'] === 'fetch')
   t.equal(fetches.filter((l) => l['cache'] === 'miss').length, 1, 'one miss')
   t.equal(fetches.filter((l) => ['miss', 'join', 'hit'].includes(String(l['cache']))).length, 16, 'every clone answered by the cache')
+  const metrics = await (await fetch(`${bed.proxy.url}/metrics`)).text()
+  t.match(metrics, /scm_cache_git_requests_total\{proto="ssh",cmd="fetch",cache="miss"\} 1/, 'SSH requests are in the metrics')
 })
 
 void t.test('caching switched off for SSH: SSH clones bypass, HTTP clones still hit', async (t) => {
