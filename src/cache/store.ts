@@ -74,8 +74,7 @@ import { createHash } from 'node:crypto'
 import { open as openFile, readdir, rm, stat, unlink, mkdir } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import type { Readable } from 'node:stream'
-import { Writable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import { CacheError, toError } from '../errors.js'
@@ -202,7 +201,19 @@ interface IndexRecord {
   onUnpinned: (() => void)[]
   /** set when the record leaves the index: the removal of its file */
   removal: Promise<void> | undefined
+  /** the body, kept in memory after the first hit of a small refs entry */
+  body?: Buffer
 }
+
+/**
+ * Small ref entries (advertisements, ls-refs) are polled over and over:
+ * after their first hit they are served from memory, sparing each poll an
+ * open, a read and a close. Entries never change once committed, so the
+ * copy is exact; it goes with the record when the record leaves the index.
+ */
+const HOT_ENTRY_MAX = 2 * 1024 * 1024
+const hotBodyOf = (rec: IndexRecord): Buffer | undefined => rec.body
+const HOT_TOTAL_MAX = 32 * 1024 * 1024
 
 type FillState = 'writing' | 'done' | 'failed'
 
@@ -289,13 +300,15 @@ export class CacheStore {
   readonly #now: () => number
   readonly #openForWrite: (file: string) => Promise<EntryFile>
   readonly #onFillError: (err: unknown) => void
+  /** bytes of entry bodies kept in memory (small refs entries) */
+  #hotBytes = 0
   readonly #openForRead: (file: string) => Promise<FileHandle>
   readonly #index: LRUCache<string, IndexRecord>
   /** joinable fills */
   readonly #fills = new Map<string, Fill>()
   /** every fill whose task has not settled (doomed and failed ones included) */
   readonly #running = new Set<Fill>()
-  readonly #hitReaders = new Set<EntryReader>()
+  readonly #hitReaders = new Set<Readable>()
   /** per-key queue of renames into / unlinks of entries/<key> */
   readonly #pathOps = new Map<string, Promise<void>>()
   readonly #repos = new Map<string, RepoStats>()
@@ -576,7 +589,8 @@ export class CacheStore {
   }
 
   /** Opens a hit's own fd. Called right after the lookup, without an await in between. */
-  async #openHit(rec: IndexRecord): Promise<EntryReader | undefined> {
+  async #openHit(rec: IndexRecord): Promise<Readable | undefined> {
+    if (rec.body !== undefined) return this.#memoryHit(rec, rec.body)
     const opening = this.#openForRead(rec.path)
     rec.pins++
     let fh: FileHandle
@@ -596,6 +610,17 @@ export class CacheStore {
     if (this.#state !== 'ready') {
       await fh.close()
       throw new CacheError('ERR_CACHE_CLOSED', 'the cache store is closed')
+    }
+    if (rec.meta.kind === 'refs' && rec.meta.bodySize <= HOT_ENTRY_MAX && this.#hotBytes + rec.meta.bodySize <= HOT_TOTAL_MAX) {
+      const body = await this.#readWhole(fh, rec)
+      if (body !== undefined) {
+        // Another hit of the same entry may have stored it while this one read.
+        if (this.#index.peek(rec.meta.key) === rec && hotBodyOf(rec) === undefined) {
+          rec.body = body
+          this.#hotBytes += body.length
+        }
+        return this.#memoryHit(rec, body)
+      }
     }
     const counters = this.#counters(rec.meta.repo, rec.meta.kind)
     const reader: EntryReader = new EntryReader({
@@ -621,6 +646,50 @@ export class CacheStore {
           this.#log.warn({ key: rec.meta.key, err }, 'closing a cache entry file failed')
         }
       },
+    })
+    this.#hitReaders.add(reader)
+    return reader
+  }
+
+  /** The whole body of a small entry, read through `fh` (closed here), or undefined if the file is short. */
+  async #readWhole(fh: FileHandle, rec: IndexRecord): Promise<Buffer | undefined> {
+    try {
+      const body = Buffer.allocUnsafe(rec.meta.bodySize)
+      let got = 0
+      while (got < body.length) {
+        const { bytesRead } = await fh.read(body, got, body.length - got, got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      if (got < body.length) {
+        this.#log.warn({ key: rec.meta.key, repo: rec.meta.repo }, 'cache entry file is truncated; dropping it')
+        this.#dropIfIndexed(rec)
+        return undefined
+      }
+      return body
+    } finally {
+      await fh.close().catch((err: unknown) => {
+        this.#log.warn({ key: rec.meta.key, err }, 'closing a cache entry file failed')
+      })
+    }
+  }
+
+  /** A hit served from the record's in-memory body: one buffer, no copy. */
+  #memoryHit(rec: IndexRecord, body: Buffer): Readable {
+    const counters = this.#counters(rec.meta.repo, rec.meta.kind)
+    let delivered = 0
+    const reader = new Readable({
+      read() {
+        this.push(body)
+        this.push(null)
+      },
+    })
+    reader.once('end', () => {
+      delivered = body.length
+    })
+    reader.once('close', () => {
+      this.#hitReaders.delete(reader)
+      counters.bytesServed += delivered
     })
     this.#hitReaders.add(reader)
     return reader
@@ -890,6 +959,10 @@ export class CacheStore {
     const counters = this.#counters(rec.meta.repo, rec.meta.kind)
     counters.entries--
     counters.size -= rec.size
+    if (rec.body !== undefined) {
+      this.#hotBytes -= rec.body.length
+      delete rec.body
+    }
     if (reason === 'evict') {
       this.#evictions++
       this.#log.debug({ key, repo: rec.meta.repo, bytes: rec.size }, 'cache entry evicted')

@@ -26,6 +26,8 @@ import {
   sha256,
   until,
 } from './fixtures/store-harness.js'
+import type { Producer } from './fixtures/store-harness.js'
+import type { OpenRequest } from '../../../src/cache/store.js'
 
 const MB = 1024 * 1024
 
@@ -382,4 +384,31 @@ void t.test('bad keys are refused', async (t) => {
     code: 'ERR_CACHE_BAD_KEY',
   })
   t.throws(() => store.peek('ABC', HOUR), { code: 'ERR_CACHE_BAD_KEY' })
+})
+
+void t.test('small refs entries are served from memory after their first hit, exactly, and go with invalidation', async (t) => {
+  const h = await makeStore(t)
+  const data = randomBody(40 * 1024)
+  const key = keyOf('hot-refs')
+  const req = (p: Producer): OpenRequest => ({ ...request(key, p.produce), kind: 'refs' })
+  const first = await h.store.open(req(producer(data)))
+  t.equal(first.how, 'miss')
+  t.ok((await collect(bodyOf(first))).equals(data))
+  for (let i = 0; i < 3; i++) {
+    const hit = await h.store.open(req(producer(data)))
+    t.equal(hit.how, 'hit')
+    t.ok((await collect(bodyOf(hit))).equals(data), `hit ${i} has the exact bytes`)
+  }
+  // The file is gone, yet hits still come from memory: the copy is what is served.
+  await rm(path.join(h.dir, 'entries'), { recursive: true })
+  const fromMemory = await h.store.open(req(producer(data)))
+  t.equal(fromMemory.how, 'hit')
+  t.ok((await collect(bodyOf(fromMemory))).equals(data))
+  const stats = h.store.stats().totals.refs
+  t.equal(stats.hits, 4)
+  t.equal(stats.bytesServed, 4 * data.length)
+  await h.store.invalidateRepo(REPO)
+  const after = await h.store.open(req(producer(data)))
+  t.equal(after.how, 'miss', 'invalidation drops the memory copy with the entry')
+  await collect(bodyOf(after))
 })
