@@ -29,7 +29,9 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
   const home = gitHome(dir)
   const upstream = await startTestUpstream(t, dir)
   const bare = await createBareRepo(home, upstream.root, 'app.git', { commits: 3, branches: ['feature'], tags: ['v1'] })
-  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': '4' })
+  // The TTL must comfortably exceed 50 polls even on a loaded machine.
+  const ttl = 10
+  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': String(ttl) })
   const url = `${proxy.url}/app.git`
   const expected = parseRefList(await gitOk(home, ['-C', bare, 'for-each-ref', '--format=%(objectname) %(refname)']))
 
@@ -44,7 +46,7 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
       }
       t.equal(advertisements(upstream) - adsBefore, 1, 'one upstream advertisement for 50 polls')
       if (version === 2) t.equal(lsRefs(upstream) - lsBefore, 1, 'one upstream ls-refs for 50 polls')
-      await sleep(4200)
+      await sleep(ttl * 1000 + 200)
       await gitOk(home, ['-c', `protocol.version=${version}`, 'ls-remote', url])
       t.equal(advertisements(upstream) - adsBefore, 2, 'one more after the TTL')
     })
@@ -67,7 +69,7 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
   })
 
   await t.test('200 concurrent pollers on an expired entry: one upstream request', async (t) => {
-    await sleep(4200)
+    await sleep(ttl * 1000 + 200)
     const before = advertisements(upstream)
     const statuses = await Promise.all(
       Array.from({ length: 200 }, async () => {
@@ -100,7 +102,7 @@ void t.test('invalidation: push through the proxy, a direct push, webhooks', asy
   const secret = 'hook-secret'
   const proxy = await startTestProxy(t, dir, upstream.url, {
     'scm-cache.refs.enabled': 'true',
-    'scm-cache.refs.ttl': '3',
+    'scm-cache.refs.ttl': '6',
     'webhook.secret': secret,
   })
   const url = `${proxy.url}/team/app.git`
@@ -119,7 +121,7 @@ void t.test('invalidation: push through the proxy, a direct push, webhooks', asy
     const old = await tip()
     const direct = await addCommitDirect(home, bare, 'main', 'direct.txt', 1)
     t.equal(await tip(), old, 'still the cached answer')
-    await sleep(3200)
+    await sleep(6200)
     t.equal(await tip(), direct, 'the new tip after the TTL')
   })
 
