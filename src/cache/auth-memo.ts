@@ -39,7 +39,7 @@ export class AuthMemo {
    * requests with the same credential wait for its verdict instead of each
    * asking the upstream. Returns the function that ends it (call it once
    * the verdict is recorded, either way), or null when a check is already
-   * running: await `pending()` then. Ending twice is harmless.
+   * running: await `settled()` then. Ending twice is harmless.
    */
   beginCheck(repo: string, credential: string | null): (() => void) | null {
     const id = this.#id(repo, credential)
@@ -55,9 +55,17 @@ export class AuthMemo {
     }
   }
 
-  /** The running check of (repo, credential), if any. */
-  pending(repo: string, credential: string | null): Promise<void> | undefined {
-    return this.#pending.get(this.#id(repo, credential))
+  /**
+   * Whether (repo, credential) is accepted, after waiting for a check of it
+   * that is running. One HMAC, whatever happens: this is on every poll.
+   */
+  async settled(repo: string, credential: string | null): Promise<boolean> {
+    const id = this.#id(repo, credential)
+    if (this.#accepted.get(id) !== undefined) return true
+    const running = this.#pending.get(id)
+    if (running === undefined) return false
+    await running
+    return this.#accepted.get(id) !== undefined
   }
 
   clear(): void {

@@ -121,7 +121,7 @@ interface KeyParts {
  */
 export function cacheKey(p: KeyParts): string {
   const wants = [...new Set(p.wants)].sort()
-  const canonical = JSON.stringify([
+  return hashKey([
     'upload-pack/1',
     p.repo,
     p.family,
@@ -135,7 +135,6 @@ export function cacheKey(p: KeyParts): string {
     p.filter,
     wants,
   ])
-  return createHash('sha256').update(canonical).digest('hex')
 }
 
 function objectFormatOf(capabilities: string[]): 'sha1' | 'sha256' | null {

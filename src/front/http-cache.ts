@@ -179,8 +179,7 @@ async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Pr
   // credential goes upstream below: that request is its authorization check
   // (and concurrent requests with the same credential wait for its verdict).
   const refsOn = service === 'git-upload-pack' && deps.refs.enabledFor('HTTP')
-  if (refsOn && !deps.authMemo.isAccepted(repo, credential)) await deps.authMemo.pending(repo, credential)
-  if (refsOn && deps.authMemo.isAccepted(repo, credential)) {
+  if (refsOn && (await deps.authMemo.settled(repo, credential))) {
     const answer = await deps.refs.serve({
       repo,
       key: advertisementKey(repo, ctx.version),

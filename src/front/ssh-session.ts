@@ -228,8 +228,7 @@ class GitSession {
     if (!refs.enabledFor('SSH')) return null
     // A check running for the proxy's key (another session's live
     // advertisement) fills the entry: wait for it rather than ask again.
-    if (!authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) await authMemo.pending(repo, SSH_UPSTREAM_CREDENTIAL)
-    if (!authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) return null
+    if (!(await authMemo.settled(repo, SSH_UPSTREAM_CREDENTIAL))) return null
     try {
       const answer = await refs.serve({
         repo,

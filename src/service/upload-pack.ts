@@ -12,15 +12,13 @@
  *   3. the store: hit, join, or miss (fill under the FillLimiter).
  */
 import type { Readable } from 'node:stream'
-import { Transform, type Writable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import { CacheError, UpstreamError } from '../errors.js'
+import { UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
-import type { CacheAnswer } from './answer.js'
+import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
-import type { CacheStore, FillOutcome } from '../cache/store.js'
+import type { CacheStore } from '../cache/store.js'
 import { UploadPackResponseChecker } from '../protocol/upload-pack-response.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
@@ -30,26 +28,11 @@ import type { HttpUpstream, UpstreamResponse } from '../upstream/http.js'
 
 export const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
 
-export interface UploadPackRequest {
-  repo: RepoPath
+/** `fetchUpstream` runs under the fill limiter and resolves with the raw upload-pack result. */
+export interface UploadPackRequest extends CacheRequestBase {
   version: 0 | 1 | 2
   /** Decoded pkt-line request (gzip already removed). */
   body: Buffer
-  /** Which front asks: caching can be switched off per front. */
-  front: 'HTTP' | 'SSH'
-  /**
-   * Proves the client may read `repo` (DESIGN §3.1): resolves null when it
-   * may, or the upstream's refusal to relay. Runs only for cacheable
-   * requests, before anything is served from the cache.
-   */
-  authorize: () => Promise<UpstreamResponse | null>
-  /**
-   * Sends the request to the upstream and resolves with the raw upload-pack
-   * response body (pkt-lines), or rejects (UpstreamStatusError for an
-   * answer that is not a 200 upload-pack result). Called at most once, for a
-   * miss, under the fill limiter.
-   */
-  fetchUpstream: (signal: AbortSignal) => Promise<Readable>
 }
 
 /** A `body` is a 200 upload-pack result. */
@@ -106,25 +89,23 @@ export class UploadPackService {
     const refused = await req.authorize()
     if (refused !== null) return { kind: 'refused', response: refused }
 
-    let result
-    try {
-      result = await store.open({
-        key: decision.key,
-        kind: 'upload-pack',
-        repo: req.repo,
-        ttlMs: settings.get('uploadPackTtl') * 1000,
-        admit: this.#d.admit(),
-        produce: (sink, signal) =>
-          this.#d.limiter.run(req.repo, () => this.#fill(req, decision, sink, signal)),
-      })
-    } catch (err) {
-      if (!(err instanceof CacheError)) throw err
-      // The cache itself is unusable (its directory, its state): serve through.
-      this.#d.log.warn({ repo: req.repo, err }, 'cache unusable: request passed through')
-      return { kind: 'pass', reason: 'cache unusable' }
-    }
-    if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
-    return { kind: 'body', how: result.how, body: result.body }
+    return openOrPass(store, this.#d.log, {
+      key: decision.key,
+      kind: 'upload-pack',
+      repo: req.repo,
+      ttlMs: settings.get('uploadPackTtl') * 1000,
+      admit: this.#d.admit(),
+      produce: (sink, signal) =>
+        this.#d.limiter.run(req.repo, () => {
+          const checker = new UploadPackResponseChecker({
+            protocol: decision.family,
+            sideband: decision.sideband,
+            expectPack: decision.expectPack,
+            objectFormat: decision.objectFormat,
+          })
+          return fillChecked(req, checker, sink, signal, this.#d.log, { contentType: UPLOAD_PACK_RESULT })
+        }),
+    })
   }
 
   /**
@@ -139,12 +120,7 @@ export class UploadPackService {
     headers: Record<string, string>,
   ): Promise<UpstreamResponse | null> {
     const { authMemo } = this.#d
-    if (authMemo.isAccepted(repo, credential)) return null
-    const running = authMemo.pending(repo, credential)
-    if (running !== undefined) {
-      await running
-      if (authMemo.isAccepted(repo, credential)) return null
-    }
+    if (await authMemo.settled(repo, credential)) return null
     const end = authMemo.beginCheck(repo, credential)
     try {
       return await this.#probe(repo, credential, headers)
@@ -175,35 +151,6 @@ export class UploadPackService {
     }
     this.#d.log.info({ repo, status: res.statusCode }, 'upstream refused the credential for a cached request')
     return res
-  }
-
-  async #fill(
-    req: UploadPackRequest,
-    decision: Extract<UploadPackDecision, { cacheable: true }>,
-    sink: Writable,
-    signal: AbortSignal,
-  ): Promise<FillOutcome> {
-    const body = await req.fetchUpstream(signal)
-    const checker = new UploadPackResponseChecker({
-      protocol: decision.family,
-      sideband: decision.sideband,
-      expectPack: decision.expectPack,
-      objectFormat: decision.objectFormat,
-    })
-    const check = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        cb(null, checker.push(chunk))
-      },
-    })
-    await pipeline(body, check, sink, { signal })
-    const verdict = checker.finish()
-    if (!verdict.ok) {
-      // The client still gets the whole answer (an upstream ERR is the
-      // upstream's to tell); it is just not stored.
-      this.#d.log.warn({ repo: req.repo, reason: verdict.reason }, 'upload-pack response not cached')
-      return { commit: false, reason: verdict.reason, deliver: true }
-    }
-    return { commit: true, info: { contentType: UPLOAD_PACK_RESULT } }
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, readdir, readFile, rm, stat, mkdtemp } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -298,7 +298,6 @@ export async function ensureDemoRepository(root: string): Promise<string> {
 }
 
 async function writeAndCommit(work: string, file: string, text: string, message: string, n: number): Promise<void> {
-  const { writeFile } = await import('node:fs/promises')
   await writeFile(path.join(work, file), text)
   await runGit(['-C', work, 'add', file])
   const date = `${1700000000 + n * 60} +0000`

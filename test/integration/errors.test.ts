@@ -1,11 +1,11 @@
 /** Authentication pass-through, upstream failures and bad input, with the real git client. */
 import http from 'node:http'
-import net from 'node:net'
 import path from 'node:path'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { git, gitHome, gitOk } from '../helpers/git.js'
 import { gitRequestLines } from '../helpers/log-sink.js'
+import { freePort } from '../helpers/proxy-process.js'
 import { startTestProxy } from '../helpers/proxy.js'
 import { createBareRepo } from '../helpers/repo.js'
 import { startTestUpstream } from '../helpers/upstream.js'
@@ -117,16 +117,5 @@ function rawGet(base: string, p: string): Promise<number> {
     })
     req.on('error', reject)
     req.end()
-  })
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo
-      s.close(() => { resolve(port) })
-    })
-    s.on('error', reject)
   })
 }
