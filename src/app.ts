@@ -2,9 +2,10 @@
  * buildApp: the fastify instance with every route, and no listen. The
  * caller (src/proxy.ts) owns listening and shutdown.
  */
+import { createServer } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
-import { gitHttpPlugin, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
+import { GitHttpFront, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
 import type { HttpUpstream } from './upstream/http.js'
 
 export interface AppDeps {
@@ -22,11 +23,35 @@ export interface AppDeps {
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const loggerInstance: FastifyBaseLogger = deps.log
+  const git = new GitHttpFront({
+    upstream: deps.upstream,
+    log: deps.log.child({ component: 'http' }),
+    ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
+    ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
+  })
   const app = Fastify({
     loggerInstance,
+    // Git requests go straight to the Git front; fastify gets the rest
+    // (REST API, health, metrics). Under /rest/ fastify routes first, and
+    // its catch-all below hands over a Git path no REST route took.
+    serverFactory: (handler) => {
+      const server = createServer((req, res) => {
+        if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
+      })
+      // What fastify sets on servers it makes itself, from the options below.
+      server.requestTimeout = 0
+      server.keepAliveTimeout = 65_000
+      server.setTimeout(0)
+      return server
+    },
     // The Git front logs one line per Git request itself (DESIGN §9).
     logController: new LogController({ disableRequestLogging: true }),
-    // Clones and pushes may take a long time: no request or connection deadline.
+    // No child logger per request: its request id is not worth what it
+    // costs (a third of a cached poll's CPU, measured), and our lines carry
+    // the repository instead.
+    childLoggerFactory: (logger) => logger,
+    // Clones and pushes may take a long time: no request or connection deadline
+    // (set on the server above too).
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
@@ -61,11 +86,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.register !== undefined) await deps.register(app)
 
-  await app.register(gitHttpPlugin, {
-    upstream: deps.upstream,
-    log: deps.log.child({ component: 'http' }),
-    ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
-    ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_req, _payload, done) => {
+    done(null, undefined)
+  })
+  app.route({
+    method: ['GET', 'HEAD', 'POST'],
+    url: '/*',
+    handler: async (request, reply) => {
+      reply.hijack()
+      if (git.take(request.raw, reply.raw)) return
+      request.raw.resume()
+      reply.raw.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not a Git repository path\n')
+    },
+  })
+  app.addHook('preClose', async () => {
+    git.close()
   })
   return app
 }

@@ -1,15 +1,18 @@
 /**
  * Which credentials the upstream accepted, for which repository, until when
  * (DESIGN §3.1). A credential is the client's `Authorization` header value,
- * or none (anonymous is a credential too). It is kept only as an HMAC under
- * a key made at start-up and never written anywhere, so neither memory dumps
- * of the map nor logs reveal it, and equal credentials compare equal.
+ * or none (anonymous is a credential too). It is kept only as a SHA-256
+ * keyed with a secret made at start-up and never written anywhere, so
+ * neither memory dumps of the map nor logs reveal it, and equal credentials
+ * compare equal. (A secret prefix rather than an HMAC: nobody verifies these
+ * digests, so length extension is moot, and the one-shot hash is 4x cheaper
+ * on a path every poll takes.)
  */
-import { createHmac, randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 
 export class AuthMemo {
-  readonly #key = randomBytes(32)
+  readonly #secret = randomBytes(32).toString('hex')
   readonly #accepted: LRUCache<string, number>
   readonly #now: () => number
   readonly #pending = new Map<string, Promise<void>>()
@@ -57,7 +60,7 @@ export class AuthMemo {
 
   /**
    * Whether (repo, credential) is accepted, after waiting for a check of it
-   * that is running. One HMAC, whatever happens: this is on every poll.
+   * that is running. One hash, whatever happens: this is on every poll.
    */
   async settled(repo: string, credential: string | null): Promise<boolean> {
     const id = this.#id(repo, credential)
@@ -73,10 +76,7 @@ export class AuthMemo {
   }
 
   #id(repo: string, credential: string | null): string {
-    return createHmac('sha256', this.#key)
-      .update(repo)
-      .update('\0')
-      .update(credential ?? '\0anonymous')
-      .digest('base64url')
+    // Neither a repository path nor a header value can hold a NUL.
+    return hash('sha256', `${this.#secret}\0${repo}\0${credential ?? '\0anonymous'}`, 'base64url')
   }
 }

@@ -115,3 +115,42 @@ export class EntryReader extends Readable {
     )
   }
 }
+
+/**
+ * A body that is whole in memory already (a small, hot cache entry). It
+ * streams like any body, and a consumer that can write a buffer at once
+ * takes it with `takeWhole()` instead: no stream machinery per request, which
+ * is what a cached poll costs otherwise.
+ */
+export class WholeBody extends Readable {
+  readonly #buf: Buffer
+  #delivered = false
+
+  /** `onClose` gets the bytes handed to the consumer, once, when the body closes. */
+  constructor(buf: Buffer, onClose: (delivered: number) => void) {
+    super()
+    this.#buf = buf
+    this.once('end', () => {
+      this.#delivered = true
+    })
+    this.once('close', () => {
+      onClose(this.#delivered ? this.#buf.length : 0)
+    })
+  }
+
+  get size(): number {
+    return this.#buf.length
+  }
+
+  /** The whole body, counted as delivered; the stream is closed. */
+  takeWhole(): Buffer {
+    this.#delivered = true
+    this.destroy()
+    return this.#buf
+  }
+
+  override _read(): void {
+    this.push(this.#buf)
+    this.push(null)
+  }
+}

@@ -3,7 +3,7 @@
  * cacheable, under which key, and what must its response look like. Pure:
  * no disk, no network, no config beyond its arguments.
  */
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { UploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import type { FetchArgsV2 } from '../protocol/v2/command-request.js'
 import { sidebandOf, type Sideband } from '../protocol/upload-pack-response.js'
@@ -154,8 +154,19 @@ function no(reason: string): UploadPackDecision {
  * adds a `version 1` line; v2 answers with capabilities only).
  */
 export function advertisementKey(repo: string, version: 0 | 1 | 2): string {
-  return hashKey(['refs/1', repo, 'advertisement', `v${version}`, 'git-upload-pack'])
+  // Every poll asks for one: remember them rather than hash each time.
+  const memo = `${version}${repo}`
+  let key = advertisementKeys.get(memo)
+  if (key === undefined) {
+    if (advertisementKeys.size >= ADVERTISEMENT_KEYS_MAX) advertisementKeys.clear()
+    key = hashKey(['refs/1', repo, 'advertisement', `v${version}`, 'git-upload-pack'])
+    advertisementKeys.set(memo, key)
+  }
+  return key
 }
+
+const ADVERTISEMENT_KEYS_MAX = 10_000
+const advertisementKeys = new Map<string, string>()
 
 /**
  * A v2 `ls-refs` request: cacheable unless it carries server options
@@ -175,5 +186,5 @@ export function decideLsRefs(
 }
 
 function hashKey(parts: unknown[]): string {
-  return createHash('sha256').update(JSON.stringify(parts)).digest('hex')
+  return hash('sha256', JSON.stringify(parts), 'hex')
 }

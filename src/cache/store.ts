@@ -74,7 +74,8 @@ import { createHash } from 'node:crypto'
 import { open as openFile, readdir, rm, stat, unlink, mkdir } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { Readable, Writable } from 'node:stream'
+import type { Readable} from 'node:stream';
+import { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import { CacheError, toError } from '../errors.js'
@@ -91,7 +92,7 @@ import {
   tmpPath,
 } from './entry-file.js'
 import type { EntryFile, EntryKind, EntryMeta } from './entry-file.js'
-import { EntryReader } from './entry-reader.js'
+import { EntryReader, WholeBody } from './entry-reader.js'
 
 export type { EntryKind } from './entry-file.js'
 
@@ -446,6 +447,24 @@ export class CacheStore {
     return rec === undefined ? undefined : toEntryInfo(rec)
   }
 
+  /**
+   * The body of a hot entry (a small ref entry read once already, kept in
+   * memory) of `repo` and `kind` with `createdAt + ttlMs > now()`, counted
+   * as a hit with its bytes served; undefined when there is none, and then
+   * `open()` does the rest. No stream and no await: a cached poll's path.
+   */
+  hotHit(key: string, kind: EntryKind, repo: string, ttlMs: number): Buffer | undefined {
+    if (this.#state !== 'ready') return undefined
+    const rec = this.#lookup(key, ttlMs, true)
+    const body = rec?.body
+    if (rec === undefined || body === undefined || rec.meta.repo !== repo || rec.meta.kind !== kind) return undefined
+    const counters = this.#counters(repo, kind)
+    counters.hits++
+    counters.lastHit = this.#now()
+    counters.bytesServed += body.length
+    return body
+  }
+
   /** Serve a key: hit, join of a running fill, a new fill (miss), or bypass. */
   async open(req: OpenRequest): Promise<OpenResult> {
     this.#checkKey(req.key)
@@ -677,17 +696,7 @@ export class CacheStore {
   /** A hit served from the record's in-memory body: one buffer, no copy. */
   #memoryHit(rec: IndexRecord, body: Buffer): Readable {
     const counters = this.#counters(rec.meta.repo, rec.meta.kind)
-    let delivered = 0
-    const reader = new Readable({
-      read() {
-        this.push(body)
-        this.push(null)
-      },
-    })
-    reader.once('end', () => {
-      delivered = body.length
-    })
-    reader.once('close', () => {
+    const reader: WholeBody = new WholeBody(body, (delivered) => {
       this.#hitReaders.delete(reader)
       counters.bytesServed += delivered
     })

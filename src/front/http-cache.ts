@@ -11,6 +11,7 @@ import type { Log } from '../logger.js'
 import { advertisementKey, decideLsRefs } from '../cache/policy.js'
 import type { CacheStore } from '../cache/store.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
+import { WholeBody } from '../cache/entry-reader.js'
 import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
 import type { CacheAnswer } from '../service/answer.js'
@@ -19,7 +20,7 @@ import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPac
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { GitHttpContext, GitRouteHandler } from './http.js'
 import { passThrough, splitRawUrl } from './http.js'
-import { firstByte, streamResponse } from './http-response.js'
+import { firstByte, sendWhole, streamResponse } from './http-response.js'
 import { filterAdvertisement } from './advertisement.js'
 import { readRequestBody } from './request-body.js'
 
@@ -63,7 +64,7 @@ export function createHttpCacheHandler(deps: HttpCacheDeps): GitRouteHandler {
 
 async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
   const { request } = ctx
-  const read = await readRequestBody(request.raw, {
+  const read = await readRequestBody(request, {
     limit: MAX_CACHEABLE_REQUEST,
     contentEncoding: header(request.headers['content-encoding']),
   })
@@ -145,6 +146,15 @@ async function sendCached(
   headers: Record<string, string>,
   fallback: () => Promise<void>,
 ): Promise<void> {
+  if (answer.body instanceof WholeBody) {
+    // A small hot entry: one write, no stream per request.
+    const whole = answer.body.takeWhole()
+    ctx.outcome.cache = answer.how
+    ctx.outcome.status = 200
+    ctx.outcome.bytes = whole.length
+    sendWhole(ctx.res, 200, headers, whole)
+    return
+  }
   const err = await firstByte(answer.body)
   if (err !== null) {
     answer.body.destroy()
@@ -160,6 +170,23 @@ async function sendCached(
   ctx.outcome.bytes = await streamResponse(ctx.res, 200, headers, answer.body, ctx.signal)
 }
 
+/**
+ * A cached poll's whole path: a ref entry in memory, for a credential the
+ * upstream accepted (DESIGN §3.1), sent in one write. False when either is
+ * missing: the caller goes the long way.
+ */
+function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, credential: string | null, headers: Record<string, string>): boolean {
+  const repo = ctx.route.repo
+  if (!deps.authMemo.isAccepted(repo, credential)) return false
+  const body = deps.refs.hotHit(repo, key, 'HTTP')
+  if (body === undefined) return false
+  ctx.outcome.cache = 'hit'
+  ctx.outcome.status = 200
+  ctx.outcome.bytes = body.length
+  sendWhole(ctx.res, 200, headers, body)
+  return true
+}
+
 function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     if (match(e)) return e
@@ -171,18 +198,20 @@ async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Pr
   const { route, request } = ctx
   const repo = route.repo
   const service = route.endpoint.kind === 'advertisement' ? route.endpoint.service : 'git-upload-pack'
-  const search = splitRawUrl(request.url).search
-  const headers = forwardRequestHeaders(request.headers)
   const credential = header(request.headers.authorization) ?? null
+  const refsOn = service === 'git-upload-pack' && deps.refs.enabledFor('HTTP')
+  const key = refsOn ? advertisementKey(repo, ctx.version) : ''
+  if (refsOn && sendHot(ctx, deps, key, credential, ADVERTISEMENT_HEADERS)) return
 
+  const search = splitRawUrl(request.url ?? '/').search
+  const headers = forwardRequestHeaders(request.headers)
   // From the ref cache, for credentials already accepted. An unknown
   // credential goes upstream below: that request is its authorization check
   // (and concurrent requests with the same credential wait for its verdict).
-  const refsOn = service === 'git-upload-pack' && deps.refs.enabledFor('HTTP')
   if (refsOn && (await deps.authMemo.settled(repo, credential))) {
     const answer = await deps.refs.serve({
       repo,
-      key: advertisementKey(repo, ctx.version),
+      key,
       front: 'HTTP',
       authorize: async () => null,
       fetchUpstream: async (signal) => {
@@ -295,8 +324,9 @@ async function handleLsRefs(
     await passThrough(ctx, deps.upstream, read.raw)
     return
   }
-  const headers = forwardRequestHeaders(ctx.request.headers)
   const credential = header(ctx.request.headers.authorization) ?? null
+  if (sendHot(ctx, deps, decision.key, credential, RESULT_HEADERS)) return
+  const headers = forwardRequestHeaders(ctx.request.headers)
   const answer = await deps.refs.serve({
     repo,
     key: decision.key,

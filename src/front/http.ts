@@ -1,16 +1,14 @@
 /**
- * The smart-HTTP front: an encapsulated fastify plugin that turns Git HTTP
- * requests into upstream requests (and, with the cache, into cache lookups).
- * Request bodies are never parsed by fastify: a catch-all content-type
- * parser leaves the raw stream to the handler.
+ * The smart-HTTP front: turns Git HTTP requests into upstream requests (and,
+ * with the cache, into cache lookups). It works on Node's own request and
+ * response: bodies stream as they come, and nothing parses them on the way.
  */
-import type { ServerResponse } from 'node:http'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { ProtocolError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream } from '../upstream/http.js'
 import { classifyGitRequest, type GitRoute } from './git-route.js'
-import { clientGoneSignal, failResponse, streamResponse } from './http-response.js'
+import { ClientGone, failResponse, streamResponse } from './http-response.js'
 
 export interface GitHttpOptions {
   upstream: HttpUpstream
@@ -31,9 +29,10 @@ export interface GitRequestOutcome {
 
 export interface GitHttpContext {
   route: GitRoute
-  request: FastifyRequest
+  request: IncomingMessage
   res: ServerResponse
-  signal: AbortSignal
+  /** Fires when the client hangs up before its response finished; made on first use. */
+  readonly signal: AbortSignal
   /** Protocol version asked for by the client's `Git-Protocol` header (0 when absent). */
   version: 0 | 1 | 2
   outcome: GitRequestOutcome
@@ -41,41 +40,69 @@ export interface GitHttpContext {
 
 export type GitRouteHandler = (ctx: GitHttpContext) => Promise<boolean>
 
-export const gitHttpPlugin: FastifyPluginAsync<GitHttpOptions> = async (app, opts) => {
-  app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', (_req, _payload, done) => {
-    done(null, undefined)
-  })
+/**
+ * The Git front on the raw Node request: the server hands Git requests
+ * straight here, before fastify, which keeps the REST API, health and
+ * metrics (a cached poll costs half as much without the framework's
+ * per-request objects, hooks and routing, measured).
+ */
+export class GitHttpFront {
+  readonly #opts: GitHttpOptions
+  #closing = false
 
-  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const started = performance.now()
+  constructor(opts: GitHttpOptions) {
+    this.#opts = opts
+  }
+
+  /**
+   * Take the request if it is a Git one (or a bad Git path, answered 400).
+   * False leaves `req` untouched for the caller.
+   */
+  take(req: IncomingMessage, res: ServerResponse): boolean {
+    const method = req.method ?? 'GET'
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return false
     // Split the raw URL by hand: WHATWG URL would resolve `..` before we could refuse it.
-    const url = splitRawUrl(request.url)
+    const url = splitRawUrl(req.url ?? '/')
     let route: GitRoute | null
     try {
-      route = classifyGitRequest(request.method, url.pathname, url.search)
+      route = classifyGitRequest(method, url.pathname, url.search)
     } catch (err) {
-      if (err instanceof ProtocolError) {
-        opts.log.warn({ err: { code: err.code, message: err.message }, path: url.pathname.slice(0, 200) }, 'bad git path')
-        request.raw.resume()
-        await reply.code(400).type('text/plain; charset=utf-8').send(`${err.message}\n`)
-        return
-      }
-      throw err
+      if (!(err instanceof ProtocolError)) throw err
+      this.#opts.log.warn({ err: { code: err.code, message: err.message }, path: url.pathname.slice(0, 200) }, 'bad git path')
+      req.resume()
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end(`${err.message}\n`)
+      return true
     }
-    if (route === null) {
-      request.raw.resume()
-      await reply.code(404).type('text/plain; charset=utf-8').send('not a Git repository path\n')
-      return
+    if (route === null) return false
+    if (this.#closing) {
+      // As fastify's return503OnClosing does for its own routes.
+      req.resume()
+      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end('proxy shutting down\n')
+      return true
     }
+    this.#serve(req, res, route).catch((err: unknown) => {
+      this.#opts.log.error({ err, repo: route.repo }, 'git request handler failed')
+      res.destroy()
+    })
+    return true
+  }
 
-    reply.hijack()
-    const res = reply.raw
+  /** New requests get 503 from now on; those in flight go on. */
+  close(): void {
+    this.#closing = true
+  }
+
+  async #serve(request: IncomingMessage, res: ServerResponse, route: GitRoute): Promise<void> {
+    const opts = this.#opts
+    const started = performance.now()
+    const gone = new ClientGone(res)
     const ctx: GitHttpContext = {
       route,
       request,
       res,
-      signal: clientGoneSignal(res),
+      get signal() {
+        return gone.signal
+      },
       version: protocolVersion(request.headers['git-protocol']),
       outcome: { cache: 'bypass', cmd: commandName(route), status: 0, bytes: 0 },
     }
@@ -84,7 +111,7 @@ export const gitHttpPlugin: FastifyPluginAsync<GitHttpOptions> = async (app, opt
       if (!taken) await passThrough(ctx, opts.upstream)
     } catch (err) {
       const e = toError(err)
-      if (!ctx.signal.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
+      if (!gone.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
       failResponse(res, e)
     } finally {
       opts.onRequestDone?.({ ...ctx.outcome, status: ctx.outcome.status || res.statusCode, proto: 'http' })
@@ -99,14 +126,12 @@ export const gitHttpPlugin: FastifyPluginAsync<GitHttpOptions> = async (app, opt
           status: ctx.outcome.status || res.statusCode,
           bytes: ctx.outcome.bytes,
           ms: Math.round(performance.now() - started),
-          aborted: ctx.signal.aborted || undefined,
+          aborted: gone.aborted || undefined,
         },
         'git request',
       )
     }
   }
-
-  app.route({ method: ['GET', 'HEAD', 'POST'], url: '/*', handler })
 }
 
 /** Forward the request untouched and stream the answer back. */
@@ -118,7 +143,7 @@ export async function passThrough(
   onResponse?: (status: number) => Promise<void>,
 ): Promise<void> {
   const { route, request } = ctx
-  const url = splitRawUrl(request.url)
+  const url = splitRawUrl(request.url ?? '/')
   const sub = route.endpoint.kind === 'dumb' ? route.endpoint.subPath : subPathOf(route)
   const method = request.method === 'POST' ? 'POST' : request.method === 'HEAD' ? 'HEAD' : 'GET'
   const headers = forwardRequestHeaders(request.headers)
@@ -131,7 +156,7 @@ export async function passThrough(
     repo: route.repo,
     subPath: sub + (route.endpoint.kind === 'advertisement' ? url.search : ''),
     headers,
-    body: method === 'POST' ? (body ?? request.raw) : null,
+    body: method === 'POST' ? (body ?? request) : null,
     signal: ctx.signal,
   })
   ctx.outcome.status = upstreamRes.statusCode

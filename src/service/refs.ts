@@ -15,6 +15,7 @@ import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from
 import type { CacheStore } from '../cache/store.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
 import type { Settings } from '../settings.js'
+import type { RepoPath } from '../repository.js'
 
 /** `fetchUpstream` resolves with the answer already filtered for what clients may see. */
 export interface RefsRequest extends CacheRequestBase {
@@ -40,6 +41,15 @@ export class RefsService {
   /** Whether ref caching applies to requests from `front` right now. */
   enabledFor(front: 'HTTP' | 'SSH'): boolean {
     return this.#d.settings.get('refsEnabled') && this.#d.settings.cachingFor(front)
+  }
+
+  /**
+   * The cached answer for `key` when it is in memory, else undefined (then
+   * `serve()`). The caller has checked the credential (DESIGN §3.1).
+   */
+  hotHit(repo: RepoPath, key: string, front: 'HTTP' | 'SSH'): Buffer | undefined {
+    if (!this.enabledFor(front)) return undefined
+    return this.#d.store.hotHit(key, 'refs', repo, this.#d.settings.get('refsTtl') * 1000)
   }
 
   async serve(req: RefsRequest): Promise<RefsAnswer> {
