@@ -18,6 +18,9 @@ import { CacheError, toError } from '../errors.js'
 /** Read size and highWaterMark of entry readers. */
 export const READ_CHUNK = 64 * 1024
 
+/** Buffers a reader keeps for reuse: one being read into, one or two being written. */
+const FREE_MAX = 4
+
 export interface ReadSource {
   /** Reads up to `buf.length` bytes at `position`; 0 means end of file. */
   read(buf: Uint8Array, position: number): Promise<number>
@@ -37,6 +40,9 @@ export class EntryReader extends Readable {
   #busy = false
   /** Caught up with a source that is not complete: `notify()` resumes. */
   #waiting = false
+  /** Read buffers given back by the consumer (`recycle`), and every one this reader made. */
+  readonly #free: Buffer[] = []
+  readonly #mine = new WeakSet<ArrayBufferLike>()
 
   constructor(src: ReadSource) {
     super({ highWaterMark: READ_CHUNK })
@@ -48,6 +54,24 @@ export class EntryReader extends Readable {
     if (!this.#waiting || this.destroyed) return
     this.#waiting = false
     void this.#pump() // #pump never rejects: failures destroy the reader
+  }
+
+  /**
+   * Give back a chunk this reader pushed, once its consumer is done with it
+   * (its socket wrote it): the next read reuses the buffer instead of
+   * allocating one. Anything else is ignored.
+   */
+  recycle(chunk: Buffer): void {
+    if (this.destroyed || this.#free.length >= FREE_MAX || chunk.byteOffset !== 0 || !this.#mine.has(chunk.buffer)) return
+    this.#free.push(Buffer.from(chunk.buffer, 0, READ_CHUNK))
+  }
+
+  #buffer(): Buffer {
+    const free = this.#free.pop()
+    if (free !== undefined) return free
+    const buf = Buffer.allocUnsafe(READ_CHUNK) // larger than Buffer's pool: an ArrayBuffer of its own
+    this.#mine.add(buf.buffer)
+    return buf
   }
 
   /** Not `this.destroyed` inline: it changes across awaits, which narrowing does not see. */
@@ -75,7 +99,8 @@ export class EntryReader extends Readable {
           return
         }
         const want = Math.min(READ_CHUNK, available - this.#pos)
-        const buf = Buffer.allocUnsafe(want)
+        const whole = this.#buffer()
+        const buf = want === READ_CHUNK ? whole : whole.subarray(0, want)
         const got = await this.#src.read(buf, this.#pos)
         if (this.#isDestroyed()) return // destroyed while reading
         if (got <= 0) {

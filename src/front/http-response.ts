@@ -8,6 +8,8 @@ import type { Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { ProxyError } from '../errors.js'
+import { EntryReader } from '../cache/entry-reader.js'
+import { copyEntry } from './copy-entry.js'
 
 /** Answer with an HTTP error if nothing was sent yet, else cut the connection. */
 export function failResponse(res: ServerResponse, err: unknown): void {
@@ -23,7 +25,7 @@ export function failResponse(res: ServerResponse, err: unknown): void {
 }
 
 /**
- * Stream `body` (through `transforms`) to the client after `writeHead(status, headers)`. Resolves
+ * Stream `body` to the client after `writeHead(status, headers)`. Resolves
  * with the bytes written; rejects (and destroys the socket) when the body
  * fails or the client goes away.
  */
@@ -33,23 +35,23 @@ export async function streamResponse(
   headers: Record<string, string | string[]>,
   body: Readable,
   signal: AbortSignal,
-  transforms: Transform[] = [],
 ): Promise<number> {
-  let bytes = 0
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length
-      cb(null, chunk)
-    },
-  })
   res.writeHead(status, headers)
   try {
-    await pipeline([body, ...transforms, counter, res], { signal })
+    if (body instanceof EntryReader) return await copyEntry(body, res, signal, true)
+    let bytes = 0
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        bytes += chunk.length
+        cb(null, chunk)
+      },
+    })
+    await pipeline([body, counter, res], { signal })
+    return bytes
   } catch (err) {
     res.destroy()
     throw err
   }
-  return bytes
 }
 
 /**

@@ -49,6 +49,7 @@ import { ProtocolError, ProxyError, UpstreamError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { CacheStore } from '../cache/store.js'
+import { EntryReader } from '../cache/entry-reader.js'
 import { createHash } from 'node:crypto'
 import { decideLsRefs, STRIPPED_CAPABILITIES, STRIPPED_FETCH_FEATURES } from '../cache/policy.js'
 import { packetText, type Frame } from '../protocol/pkt-line.js'
@@ -61,6 +62,7 @@ import type { RefsService } from '../service/refs.js'
 import type { UploadPackAnswer, UploadPackService } from '../service/upload-pack.js'
 import type { SshUpstream, UpstreamExec } from '../upstream/ssh.js'
 import type { SshService } from './ssh-command.js'
+import { copyEntry } from './copy-entry.js'
 import { firstByte } from './http-response.js'
 import { concatFrames, MAX_SECTION, PktReader, send } from './ssh-io.js'
 
@@ -677,6 +679,10 @@ class GitSession {
   }
 
   async #streamBody(body: Readable): Promise<void> {
+    if (body instanceof EntryReader) {
+      this.#outcome.bytes += await copyEntry(body, this.#ch, this.#signal, false)
+      return
+    }
     await pipeline(body, this.#counter(), this.#ch, { end: false, signal: this.#signal })
   }
 
