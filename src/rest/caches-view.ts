@@ -4,56 +4,68 @@
  * route passes the snapshots in. Also maps the REST name of a repository
  * (`{projectKey}/{repoSlug}`) back to the store's repository paths.
  */
-import { Type, type Static } from 'typebox'
+import type { FromSchema, JSONSchema } from 'json-schema-to-ts'
 import type { DiskStatus } from '../cache/disk-guard.js'
 import type { KindStats, RepoStats } from '../cache/store.js'
 import type { Protocol } from '../config/load.js'
 import { projectAndSlug, toRepoPath, type RepoPath } from '../repository.js'
 import { badValue } from './errors.js'
 
-const Count = Type.Integer({ minimum: 0 })
+const Count = { type: 'integer', minimum: 0 } as const satisfies JSONSchema
 
-export const KindFigures = Type.Object(
-  {
-    entries: Type.Integer({ minimum: 0, description: 'committed entries' }),
-    size: Type.Integer({ minimum: 0, description: 'bytes on disk of the committed entries' }),
-    hits: Type.Integer({ minimum: 0, description: 'requests answered from a committed entry' }),
-    misses: Type.Integer({ minimum: 0, description: 'requests that filled a new entry from upstream' }),
-    joins: Type.Integer({ minimum: 0, description: 'requests that streamed a fill already in flight' }),
-    bypasses: Type.Integer({ minimum: 0, description: 'cacheable requests sent around the cache' }),
-    bytesServed: Type.Integer({ minimum: 0, description: 'bytes delivered from the cache' }),
-    lastHit: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+export const KindFigures = {
+  type: 'object',
+  required: ['entries', 'size', 'hits', 'misses', 'joins', 'bypasses', 'bytesServed', 'lastHit'],
+  properties: {
+    entries: { type: 'integer', minimum: 0, description: 'committed entries' },
+    size: { type: 'integer', minimum: 0, description: 'bytes on disk of the committed entries' },
+    hits: { type: 'integer', minimum: 0, description: 'requests answered from a committed entry' },
+    misses: { type: 'integer', minimum: 0, description: 'requests that filled a new entry from upstream' },
+    joins: { type: 'integer', minimum: 0, description: 'requests that streamed a fill already in flight' },
+    bypasses: { type: 'integer', minimum: 0, description: 'cacheable requests sent around the cache' },
+    bytesServed: { type: 'integer', minimum: 0, description: 'bytes delivered from the cache' },
+    lastHit: {
+      anyOf: [{ type: 'string', format: 'date-time' }, { type: 'null' }],
       description: 'time of the last hit, ISO 8601 UTC to the second, or null',
-    }),
+    },
   },
-  { additionalProperties: false },
-)
-export type KindFigures = Static<typeof KindFigures>
+  additionalProperties: false,
+} as const satisfies JSONSchema
+export type KindFigures = FromSchema<typeof KindFigures>
 
-export const RepositoryFigures = Type.Object(
-  {
-    projectKey: Type.String({ description: 'every path segment before the last (slashes included), path prefix removed' }),
-    repoSlug: Type.String({ description: 'the last path segment without .git' }),
+export const RepositoryFigures = {
+  type: 'object',
+  required: ['projectKey', 'repoSlug', 'refs', 'uploadPack'],
+  properties: {
+    projectKey: { type: 'string', description: 'every path segment before the last (slashes included), path prefix removed' },
+    repoSlug: { type: 'string', description: 'the last path segment without .git' },
     refs: KindFigures,
     uploadPack: KindFigures,
   },
-  { additionalProperties: false },
-)
-export type RepositoryFigures = Static<typeof RepositoryFigures>
+  additionalProperties: false,
+} as const satisfies JSONSchema
+export type RepositoryFigures = FromSchema<typeof RepositoryFigures>
 
-export const CachesFigures = Type.Object(
-  {
-    enabled: Type.Boolean({ description: 'whether new entries may be written and served' }),
-    disabledReason: Type.Union([Type.String(), Type.Null()], { description: 'why not, as a sentence; null when enabled' }),
-    freeSpace: Type.Union([Count, Type.Null()], { description: 'bytes free under cache.dir at the last check' }),
-    minimumFreeSpace: Type.Integer({ minimum: 0, description: 'scm-cache.minimum.free.space in bytes' }),
-    maxSize: Type.Integer({ minimum: 0, description: 'scm-cache.max.size in bytes; 0: no cap' }),
-    totals: Type.Object({ refs: KindFigures, uploadPack: KindFigures }, { additionalProperties: false }),
-    repositories: Type.Array(RepositoryFigures),
+export const CachesFigures = {
+  type: 'object',
+  required: ['enabled', 'disabledReason', 'freeSpace', 'minimumFreeSpace', 'maxSize', 'totals', 'repositories'],
+  properties: {
+    enabled: { type: 'boolean', description: 'whether new entries may be written and served' },
+    disabledReason: { anyOf: [{ type: 'string' }, { type: 'null' }], description: 'why not, as a sentence; null when enabled' },
+    freeSpace: { anyOf: [Count, { type: 'null' }], description: 'bytes free under cache.dir at the last check' },
+    minimumFreeSpace: { type: 'integer', minimum: 0, description: 'scm-cache.minimum.free.space in bytes' },
+    maxSize: { type: 'integer', minimum: 0, description: 'scm-cache.max.size in bytes; 0: no cap' },
+    totals: {
+      type: 'object',
+      required: ['refs', 'uploadPack'],
+      properties: { refs: KindFigures, uploadPack: KindFigures },
+      additionalProperties: false,
+    },
+    repositories: { type: 'array', items: RepositoryFigures },
   },
-  { additionalProperties: false },
-)
-export type CachesFigures = Static<typeof CachesFigures>
+  additionalProperties: false,
+} as const satisfies JSONSchema
+export type CachesFigures = FromSchema<typeof CachesFigures>
 
 export const ADMIN_DISABLED_REASON = 'caching disabled by an administrator'
 

@@ -2,16 +2,27 @@
  * The REST API's errors and their JSON shape, Bitbucket's
  * `{"errors":[{"message":"..."}]}` (DESIGN §6).
  */
-import { Type, type Static } from 'typebox'
+import type { FromSchema, JSONSchema } from 'json-schema-to-ts'
 import { ProxyError } from '../errors.js'
 
 /** The schema of an error answer, described for one status. */
 export function errorSchema(description: string) {
-  return Type.Object({ errors: Type.Array(Type.Object({ message: Type.String() }), { minItems: 1 }) }, { description })
+  return {
+    type: 'object',
+    required: ['errors'],
+    properties: {
+      errors: {
+        type: 'array',
+        items: { type: 'object', required: ['message'], properties: { message: { type: 'string' } } },
+        minItems: 1,
+      },
+    },
+    description,
+  } as const satisfies JSONSchema
 }
 
 export const ErrorBody = errorSchema('Bitbucket-style error answer')
-export type ErrorBody = Static<typeof ErrorBody>
+export type ErrorBody = FromSchema<typeof ErrorBody>
 
 export function errorBody(message: string): ErrorBody {
   return { errors: [{ message }] }

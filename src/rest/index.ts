@@ -16,7 +16,7 @@
  *   and make `openapi.json` (@fastify/swagger).
  */
 import swagger from '@fastify/swagger'
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../cache/disk-guard.js'
 import type { CacheStore } from '../cache/store.js'
@@ -44,7 +44,7 @@ const MAX_IGNORED_BODY = 64 * 1024
 const ANY_METHOD = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const
 
 export const restPlugin: FastifyPluginAsync<RestOptions> = async (fastify, opts) => {
-  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const app = fastify.withTypeProvider<JsonSchemaToTsProvider>()
   const { log, config } = opts
   if (config.restAuth === null) {
     log.warn(

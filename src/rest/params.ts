@@ -3,7 +3,7 @@
  * request and describing it in openapi.json), and the sentence a caller
  * gets when a value is refused, in the config loader's words.
  */
-import { Type } from 'typebox'
+import type { JSONSchema } from 'json-schema-to-ts'
 import { MAX_SECONDS, PROTOCOLS } from '../config/validators.js'
 import type { Protocol } from '../config/load.js'
 import { badValue } from './errors.js'
@@ -17,29 +17,50 @@ export const PARAM_RULES = Object.freeze({
 
 export type ParamName = keyof typeof PARAM_RULES
 
-export const ProtocolParams = Type.Object({
-  protocol: Type.String({ pattern: '^(?:[Hh][Tt][Tt][Pp]|[Ss][Ss][Hh])$', description: PARAM_RULES.protocol }),
-})
+export const ProtocolParams = {
+  type: 'object',
+  required: ['protocol'],
+  properties: {
+    protocol: { type: 'string', pattern: '^(?:[Hh][Tt][Tt][Pp]|[Ss][Ss][Hh])$', description: PARAM_RULES.protocol },
+  },
+} as const satisfies JSONSchema
 
-export const StatusParams = Type.Object({
-  status: Type.String({ pattern: '^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$', description: PARAM_RULES.status }),
-})
+export const StatusParams = {
+  type: 'object',
+  required: ['status'],
+  properties: {
+    status: { type: 'string', pattern: '^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$', description: PARAM_RULES.status },
+  },
+} as const satisfies JSONSchema
 
 /** Digits only here; the range is checked by the config validator, as for the file. */
-export const TtlParams = Type.Object({
-  expiryInSec: Type.String({ pattern: '^[0-9]{1,16}$', description: PARAM_RULES.expiryInSec, examples: ['3600'] }),
-})
+export const TtlParams = {
+  type: 'object',
+  required: ['expiryInSec'],
+  properties: {
+    expiryInSec: { type: 'string', pattern: '^[0-9]{1,16}$', description: PARAM_RULES.expiryInSec, examples: ['3600'] },
+  },
+} as const satisfies JSONSchema
 
-export const RepoParams = Type.Object({
-  projectKey: Type.String({
-    minLength: 1,
-    description: 'the repository path before its last segment; for nested groups it holds slashes (/caches/group/sub/app)',
-  }),
-  repoSlug: Type.String({ minLength: 1, description: 'the last segment of the repository path, without .git' }),
-})
+export const RepoParams = {
+  type: 'object',
+  required: ['projectKey', 'repoSlug'],
+  properties: {
+    projectKey: {
+      type: 'string',
+      minLength: 1,
+      description: 'the repository path before its last segment; for nested groups it holds slashes (/caches/group/sub/app)',
+    },
+    repoSlug: { type: 'string', minLength: 1, description: 'the last segment of the repository path, without .git' },
+  },
+} as const satisfies JSONSchema
 
 /** `/caches/*`: nested project keys and root-level repositories. */
-export const RepoPathParams = Type.Object({ '*': Type.String() })
+export const RepoPathParams = {
+  type: 'object',
+  required: ['*'],
+  properties: { '*': { type: 'string' } },
+} as const satisfies JSONSchema
 
 /** `status: "maybe" is not allowed: true or false (any case)` */
 export function refusedMessage(name: string, value: unknown): string {

@@ -1,8 +1,8 @@
 /** Response schemas shared by every route: the changes' 204 and the error answers. */
-import { Type } from 'typebox'
+import type { JSONSchema } from 'json-schema-to-ts'
 import { errorSchema } from './errors.js'
 
-export const NoContent = Type.Null({ description: 'done; no body' })
+export const NoContent = { type: 'null', description: 'done; no body' } as const satisfies JSONSchema
 
 /** The error answers every route may give: bad value, no or wrong credentials, not a loopback client. */
 export const ERROR_RESPONSES = {

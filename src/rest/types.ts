@@ -1,4 +1,8 @@
-/** The fastify instance the REST routes are declared on: TypeBox schemas give handlers their types. */
+/**
+ * The fastify instance the REST routes are declared on. Schemas are plain
+ * JSON Schema literals (`as const`) typed by json-schema-to-ts, types only:
+ * a schema builder library would cost the proxy memory at run time.
+ */
 import type {
   FastifyBaseLogger,
   FastifyInstance,
@@ -7,14 +11,14 @@ import type {
   RawRequestDefaultExpression,
   RawServerDefault,
 } from 'fastify'
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 
 export type RestApp = FastifyInstance<
   RawServerDefault,
   RawRequestDefaultExpression,
   RawReplyDefaultExpression,
   FastifyBaseLogger,
-  TypeBoxTypeProvider
+  JsonSchemaToTsProvider
 >
 
 /** Who made a request, for the change log: the admin user name, or `loopback`. */

@@ -4,7 +4,7 @@
  * PUT sets an override; DELETE on the setting drops it. Every change is
  * saved before it applies and takes effect on the next Git request.
  */
-import { Type } from 'typebox'
+import type { JSONSchema } from 'json-schema-to-ts'
 import { validateValue } from '../../config/load.js'
 import { PROTOCOLS, type Protocol } from '../../config/validators.js'
 import { SETTING_KEYS, type Settings } from '../../settings.js'
@@ -20,10 +20,15 @@ export interface ConfigRouteDeps {
   callerOf: CallerOf
 }
 
-const ProtocolList = Type.Array(Type.Union([Type.Literal('HTTP'), Type.Literal('SSH')]), {
+const ProtocolList = {
+  type: 'array',
+  items: { anyOf: [{ type: 'string', const: 'HTTP' }, { type: 'string', const: 'SSH' }] },
   description: 'fronts whose requests may be served from cache',
   uniqueItems: true,
-})
+} as const satisfies JSONSchema
+
+const Enabled = { type: 'boolean' } as const satisfies JSONSchema
+const Ttl = { type: 'integer', minimum: 1 } as const satisfies JSONSchema
 
 export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void {
   const { settings, writer, callerOf } = deps
@@ -97,7 +102,7 @@ export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void 
         schema: {
           tags,
           summary: `Whether ${kind.what} are cached`,
-          response: { 200: Type.Boolean(), ...ERROR_RESPONSES },
+          response: { 200: Enabled, ...ERROR_RESPONSES },
         },
       },
       async () => settings.get(kind.enabled),
@@ -143,7 +148,7 @@ export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void 
         schema: {
           tags,
           summary: `How long ${kind.what} are kept, in seconds`,
-          response: { 200: Type.Integer({ minimum: 1 }), ...ERROR_RESPONSES },
+          response: { 200: Ttl, ...ERROR_RESPONSES },
         },
       },
       async () => settings.get(kind.ttl),
