@@ -23,8 +23,7 @@ import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './set
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { Metrics } from './metrics.js'
-import { loadHostKey, startSshFront, type SshFront } from './front/ssh.js'
-import { SshUpstream } from './upstream/ssh.js'
+import type { SshFront } from './front/ssh.js'
 
 export interface RunningProxy {
   /** `http://host:port` the HTTP front listens on. */
@@ -176,6 +175,11 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   if (config.upstream.sshUrl !== null) {
     const sshLog = log.child({ component: 'ssh' })
     try {
+      // Loaded only when SSH is configured: ssh2 costs ~5 MB of memory.
+      const [{ loadHostKey, startSshFront }, { SshUpstream }] = await Promise.all([
+        import('./front/ssh.js'),
+        import('./upstream/ssh.js'),
+      ])
       sshFront = await startSshFront({
         host: config.proxy.sshHost,
         port: config.proxy.sshPort,
