@@ -3,7 +3,7 @@
  * process). Configured through SCM_CACHE_* variables like a user would;
  * the bench passes them in the environment.
  *
- *   node --import tsx bench/proxy-server.ts
+ *   node --import tsx bench/proxy-server.ts   (the bench runs it compiled: see compileProxy in run.ts)
  *
  * stdout: `{"type":"ready","url":...}`. stdin commands, one per line, each
  * answered by a `{"type":"reply","value":...}` line:
@@ -18,7 +18,11 @@ import { startProxy } from '../src/proxy.js'
 const env: Record<string, string> = {}
 for (const [k, v] of Object.entries(process.env)) if (k.startsWith('SCM_CACHE_') && v !== undefined) env[k] = v
 const config = loadConfig({ argv: [], env, cwd: process.env['BENCH_PROXY_CWD'] ?? process.cwd() })
-const log = pino({ level: process.env['BENCH_PROXY_LOG'] ?? 'warn' }, pino.destination(2))
+// At the product's default level, one line per request, to a file (the cost
+// is real, the terminal stays readable): BENCH_PROXY_LOG_FILE, or stderr;
+// asynchronous, as src/server.ts's default destination is.
+const logFile = process.env['BENCH_PROXY_LOG_FILE']
+const log = pino({ level: process.env['BENCH_PROXY_LOG'] ?? 'info' }, pino.destination({ dest: logFile ?? 2, sync: false }))
 const proxy = await startProxy(config, log)
 process.stdout.write(`${JSON.stringify({ type: 'ready', url: proxy.url })}\n`)
 

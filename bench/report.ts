@@ -120,7 +120,7 @@ export function renderMarkdown(r: Results): string {
   parts.push(`### Bench results (${r.quick ? 'quick' : 'full'}), ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`)
   parts.push(`Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGb} GB RAM, ${m.os}; node ${m.node}, git ${m.git}; proxy at ${m.commit}. ` +
     `Repositories: ${r.repos.map((x) => `${x.name} (${x.packMb} MB pack, ${x.refs} refs)`).join(', ')}. ` +
-    `Proxy RSS at start-up (node + tsx loader, idle): ${r.idleRss.proxyMb} MB. ` +
+    `Proxy RSS at start-up (compiled, idle): ${r.idleRss.proxyMb} MB. ` +
     `Load average ${m.loadAvg1mAtStart} at start, ${m.loadAvg1mAtEnd ?? '?'} at end. ` +
     'Upstream, proxy and clients share the machine; upstream CPU includes its git processes.')
   const targets = r.targets ?? evaluateTargets(r)

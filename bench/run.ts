@@ -12,7 +12,7 @@
  * bench/results/latest.svg. Targets are reported, never asserted.
  */
 import { execFileSync } from 'node:child_process'
-import { cp, mkdir, mkdtemp, readdir, rm, symlink, writeFile, open } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile, open } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -88,7 +88,7 @@ function parsePlan(argv: string[]): Plan {
   }
 }
 
-/** RSS of the freshly started processes (node + the tsx loader, before any request). */
+/** RSS of the freshly started processes (before any request; the upstream runs under tsx, the proxy compiled). */
 const idleRss = { proxyMb: 0, upstreamMb: 0 }
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const log = (s: string): void => { console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`) }
@@ -123,11 +123,43 @@ async function snapshot(rev: string, tmp: string): Promise<string> {
   return path.join(snap, 'bench')
 }
 
-async function startProxyProcess(serverDir: string, tmp: string, name: string, upstreamUrl: string, settings: Record<string, string>): Promise<ServerProcess> {
+/**
+ * The proxy as users run it: compiled by tsc (not through tsx, whose loader
+ * costs ~40 MB and CPU of its own), from `serverDir`'s sources (the working
+ * tree, or a --proxy-rev snapshot). Returns the compiled proxy-server.js.
+ */
+async function compileProxy(serverDir: string, tmp: string): Promise<string> {
+  const root = path.dirname(serverDir)
+  const repoRoot = path.join(here, '..')
+  const out = path.join(tmp, 'build')
+  const base = JSON.parse(await readFile(path.join(repoRoot, 'tsconfig.json'), 'utf8')) as { compilerOptions: Record<string, unknown> }
+  const tsconfig = path.join(tmp, 'tsconfig.proxy.json')
+  await writeFile(tsconfig, JSON.stringify({
+    compilerOptions: {
+      ...base.compilerOptions,
+      rootDir: root,
+      outDir: out,
+      noEmit: false,
+      sourceMap: false,
+      typeRoots: [path.join(repoRoot, 'node_modules', '@types')],
+    },
+    files: [path.join(root, 'bench', 'proxy-server.ts')],
+  }))
+  const started = performance.now()
+  execFileSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', tsconfig], { stdio: 'inherit' })
+  // ESM needs the package's "type"; bare imports need node_modules above the output.
+  await cp(path.join(repoRoot, 'package.json'), path.join(out, 'package.json'))
+  await symlink(path.join(repoRoot, 'node_modules'), path.join(out, 'node_modules'))
+  log(`proxy compiled with tsc in ${round((performance.now() - started) / 1000, 1)} s`)
+  return path.join(out, 'bench', 'proxy-server.js')
+}
+
+async function startProxyProcess(script: string, tmp: string, name: string, upstreamUrl: string, settings: Record<string, string>): Promise<ServerProcess> {
   const dir = path.join(tmp, name)
   await mkdir(dir, { recursive: true })
   const env: Record<string, string> = {
     BENCH_PROXY_CWD: dir,
+    BENCH_PROXY_LOG_FILE: path.join(dir, 'proxy.log'),
     SCM_CACHE_CACHE_DIR: path.join(dir, 'cache'),
     SCM_CACHE_PROXY_HTTP_HOST: '127.0.0.1',
     SCM_CACHE_PROXY_HTTP_PORT: '0',
@@ -135,7 +167,7 @@ async function startProxyProcess(serverDir: string, tmp: string, name: string, u
     SCM_CACHE_SCM_CACHE_MINIMUM_FREE_SPACE: '0',
   }
   for (const [k, v] of Object.entries(settings)) env[`SCM_CACHE_${k.toUpperCase().replace(/[.-]/g, '_')}`] = v
-  return startServer(path.join(serverDir, 'proxy-server.ts'), [], env)
+  return startServer(script, [], env)
 }
 
 async function setup(plan: Plan): Promise<Env> {
@@ -161,8 +193,9 @@ async function setup(plan: Plan): Promise<Env> {
     const key = String(msg['url']).replace(/\?.*/, '')
     upstreamRequests.byPath.set(key, (upstreamRequests.byPath.get(key) ?? 0) + 1)
   })
-  const proxy = await startProxyProcess(serverDir, tmp, 'proxy', upstream.url, {})
-  const proxyRefs = await startProxyProcess(serverDir, tmp, 'proxy-refs', upstream.url, {
+  const proxyScript = await compileProxy(serverDir, tmp)
+  const proxy = await startProxyProcess(proxyScript, tmp, 'proxy', upstream.url, {})
+  const proxyRefs = await startProxyProcess(proxyScript, tmp, 'proxy-refs', upstream.url, {
     'scm-cache.refs.enabled': 'true',
     'scm-cache.refs.ttl': String(plan.refsTtl),
   })
