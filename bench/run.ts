@@ -167,7 +167,13 @@ async function startProxyProcess(script: string, tmp: string, name: string, upst
     SCM_CACHE_SCM_CACHE_MINIMUM_FREE_SPACE: '0',
   }
   for (const [k, v] of Object.entries(settings)) env[`SCM_CACHE_${k.toUpperCase().replace(/[.-]/g, '_')}`] = v
-  return startServer(script, [], env)
+  return startServer(script, [], env, undefined, await startFlags())
+}
+
+/** The node flags `npm start` runs the proxy with (package.json), so the bench measures the same process. */
+async function startFlags(): Promise<string[]> {
+  const pkg = JSON.parse(await readFile(path.join(here, '..', 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  return (pkg.scripts['start'] ?? '').split(/\s+/).filter((w) => w.startsWith('--'))
 }
 
 async function setup(plan: Plan): Promise<Env> {

@@ -73,7 +73,7 @@ export interface ServerProcess {
 interface Line { type: string; [k: string]: unknown }
 
 /**
- * Start `node [--import tsx] <script>`; it prints `{"type":"ready","url":...}`
+ * Start `node [nodeFlags] [--import tsx] <script>`; it prints `{"type":"ready","url":...}`
  * as its first JSON line on stdout. Other lines go to `onLine`.
  */
 export async function startServer(
@@ -81,12 +81,13 @@ export async function startServer(
   args: string[],
   extraEnv: Record<string, string> = {},
   onLine: (msg: Line) => void = () => undefined,
+  nodeFlags: string[] = [],
 ): Promise<ServerProcess> {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SCM_CACHE_')) env[k] = v
   // TypeScript through tsx; compiled JavaScript as is.
   const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : []
-  const child = spawn(process.execPath, [...loader, script, ...args], {
+  const child = spawn(process.execPath, [...nodeFlags, ...loader, script, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...env, NODE_ENV: 'production', ...extraEnv },
   })
