@@ -151,9 +151,10 @@ export function renderMarkdown(r: Results): string {
   if (r.polling !== undefined) {
     parts.push('#### 2. Polling (refs cache on)')
     if (!r.polling.refsCacheHits) parts.push('**The refs cache did not answer polls from cache in this run** (upstream requests ≈ client requests).')
-    parts.push(table(['request', 'conc.', 'direct req/s', 'direct p50/p99 ms', 'proxy req/s', 'proxy p50/p99 ms', 'speed-up', 'upstream reqs via proxy', 'per TTL', 'fail d/p', 'proxy CPU s'],
+    parts.push(table(['request', 'conc.', 'direct req/s', 'direct p50/p99 ms', 'proxy req/s', 'proxy p50/p99 ms', 'speed-up', 'upstream reqs via proxy', 'per TTL', 'fail d/p', 'proxy CPU s', 'KB per answer d/p'],
       r.polling.rows.map((p) => [p.kind, p.concurrency, p.direct.rps, `${p.direct.p50Ms} / ${p.direct.p99Ms}`, p.proxy.rps, `${p.proxy.p50Ms} / ${p.proxy.p99Ms}`,
-        `${p.speedup}x`, p.proxy.upstreamRequests, p.proxy.upstreamRequestsPerTtl, `${p.direct.failures} / ${p.proxy.failures}`, p.proxy.proxyCpuS])))
+        `${p.speedup}x`, p.proxy.upstreamRequests, p.proxy.upstreamRequestsPerTtl, `${p.direct.failures} / ${p.proxy.failures}`, p.proxy.proxyCpuS,
+        `${kbPerAnswer(p.direct)} / ${kbPerAnswer(p.proxy)}`])))
     parts.push(table(['`git ls-remote` refs.git', 'direct s', 'proxy s'], r.polling.lsRemote.map((l) => [`v${l.proto}`, l.median.directS, l.median.proxyS])))
   }
   if (r.mixed !== undefined) {
@@ -243,4 +244,8 @@ ${legend}
 
 function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+function kbPerAnswer(l: { bytes: number; requests: number }): number {
+  return l.requests === 0 ? 0 : Math.round(l.bytes / l.requests / 100) / 10
 }

@@ -22,6 +22,7 @@ import type { GitHttpContext, GitRouteHandler } from './http.js'
 import { passThrough, splitRawUrl } from './http.js'
 import { firstByte, sendWhole, streamResponse } from './http-response.js'
 import { filterAdvertisement } from './advertisement.js'
+import { acceptsGzip, gzipCopy, GZIP_MIN_BYTES } from './gzip-copy.js'
 import { readRequestBody } from './request-body.js'
 
 /** Upload-pack requests larger than this are streamed through uncached. */
@@ -172,8 +173,9 @@ async function sendCached(
 
 /**
  * A cached poll's whole path: a ref entry in memory, for a credential the
- * upstream accepted (DESIGN §3.1), sent in one write. False when either is
- * missing: the caller goes the long way.
+ * upstream accepted (DESIGN §3.1), sent in one write (gzip-compressed when
+ * large and the client accepts it). False when either is missing: the
+ * caller goes the long way.
  */
 function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, credential: string | null, headers: Record<string, string>): boolean {
   const repo = ctx.route.repo
@@ -182,6 +184,12 @@ function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, credenti
   if (body === undefined) return false
   ctx.outcome.cache = 'hit'
   ctx.outcome.status = 200
+  const gz = body.length >= GZIP_MIN_BYTES && acceptsGzip(ctx.request.headers['accept-encoding']) ? gzipCopy(body) : undefined
+  if (gz !== undefined) {
+    ctx.outcome.bytes = gz.length
+    sendWhole(ctx.res, 200, { ...headers, 'content-encoding': 'gzip', vary: 'Accept-Encoding' }, gz)
+    return true
+  }
   ctx.outcome.bytes = body.length
   sendWhole(ctx.res, 200, headers, body)
   return true

@@ -5,6 +5,8 @@
 import { createHmac } from 'node:crypto'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { gunzipSync } from 'node:zlib'
+import { request } from 'undici'
 import t from 'tap'
 import { git, gitHome, gitOk, parseRefList } from '../helpers/git.js'
 import { startTestProxy } from '../helpers/proxy.js'
@@ -80,6 +82,54 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
     )
     t.ok(statuses.every((s) => s === 200))
     t.equal(advertisements(upstream) - before, 1)
+  })
+})
+
+void t.test('a large cached advertisement goes gzip-compressed to clients that accept it', async (t) => {
+  const dir = t.testdir()
+  const home = gitHome(dir)
+  const upstream = await startTestUpstream(t, dir)
+  const bare = await createBareRepo(home, upstream.root, 'many.git', { commits: 3 })
+  const commits = (await gitOk(home, ['-C', bare, 'rev-list', 'main'])).trim().split('\n')
+  // 1,500 tags: an advertisement of ~90 KB, above the gzip threshold.
+  const input = Array.from({ length: 1500 }, (_, i) => `create refs/tags/build-${String(i).padStart(5, '0')} ${commits[i % commits.length]!}\n`).join('')
+  await gitOk(home, ['-C', bare, 'update-ref', '--stdin'], { input })
+  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': '600' })
+  const url = `${proxy.url}/many.git`
+  const expected = parseRefList(await gitOk(home, ['-C', bare, 'for-each-ref', '--format=%(objectname) %(refname)']))
+  t.equal(expected.size, 1501)
+
+  for (const version of [0, 2]) {
+    await t.test(`protocol v${version}: git ls-remote`, async (t) => {
+      // A miss, a hit from disk (the entry goes to memory), a hit from memory
+      // (the gzip copy is made), then gzip: poll until it shows.
+      let gzipped = false
+      for (let i = 0; i < 8 && !gzipped; i++) {
+        const r = await git(home, ['-c', `protocol.version=${version}`, 'ls-remote', url], {
+          env: { GIT_TRACE_CURL: '1', GIT_TRACE_CURL_NO_DATA: '1' },
+        })
+        if (r.code !== 0) t.fail(`ls-remote failed: ${r.stderr.slice(-2000)}`)
+        const got = parseRefList(r.stdout)
+        got.delete('HEAD')
+        t.equal(got.size, expected.size, `poll ${i}: every ref`)
+        t.ok([...expected].every(([ref, oid]) => got.get(ref) === oid), `poll ${i}: refs equal to the upstream's`)
+        gzipped = /<= Recv header: content-encoding: gzip/i.test(r.stderr)
+      }
+      t.ok(gzipped, 'a cached answer came gzip-compressed')
+    })
+  }
+
+  await t.test('a client that does not accept gzip gets the advertisement as is', async (t) => {
+    const res = await request(`${url}/info/refs?service=git-upload-pack`)
+    const body = Buffer.from(await res.body.arrayBuffer())
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['content-encoding'], undefined)
+    t.ok(body.toString('latin1').includes('refs/tags/build-01499'))
+    const gz = await request(`${url}/info/refs?service=git-upload-pack`, { headers: { 'accept-encoding': 'deflate, gzip' } })
+    const packed = Buffer.from(await gz.body.arrayBuffer())
+    t.equal(gz.headers['content-encoding'], 'gzip')
+    t.ok(packed.length < body.length / 2, `${packed.length} bytes instead of ${body.length}`)
+    t.same(gunzipSync(packed), body, 'the same bytes once inflated')
   })
 })
 
