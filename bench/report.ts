@@ -58,7 +58,7 @@ export function evaluateTargets(r: Results): Target[] {
       const rss = Math.max(...medium.filter((b) => b.n === n).flatMap((b) => b.reps.map((x) => x.proxyPeakRssMb)))
       out.push({
         name: `proxy peak RSS, ${n}-clone burst of medium`,
-        goal: '< 150 MB (for 64 clones)',
+        goal: '< 150 MB',
         measured: `${rss.toFixed(0)} MB`,
         met: rss < 150,
       })
