@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * Composition root: the only module that reads argv and the environment,
  * creates the logger, starts the proxy and handles signals.
