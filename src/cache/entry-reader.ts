@@ -163,10 +163,6 @@ export class WholeBody extends Readable {
     })
   }
 
-  get size(): number {
-    return this.#buf.length
-  }
-
   /** The whole body, counted as delivered; the stream is closed. */
   takeWhole(): Buffer {
     this.#delivered = true

@@ -149,11 +149,7 @@ async function sendCached(
 ): Promise<void> {
   if (answer.body instanceof WholeBody) {
     // A small hot entry: one write, no stream per request.
-    const whole = answer.body.takeWhole()
-    ctx.outcome.cache = answer.how
-    ctx.outcome.status = 200
-    ctx.outcome.bytes = whole.length
-    sendWhole(ctx.res, 200, headers, whole)
+    sendInMemory(ctx, answer.how, headers, answer.body.takeWhole())
     return
   }
   const err = await firstByte(answer.body)
@@ -173,26 +169,25 @@ async function sendCached(
 
 /**
  * A cached poll's whole path: a ref entry in memory, for a credential the
- * upstream accepted (DESIGN §3.1), sent in one write (gzip-compressed when
- * large and the client accepts it). False when either is missing: the
- * caller goes the long way.
+ * upstream accepted (DESIGN §3.1), sent in one write. False when either is
+ * missing: the caller goes the long way.
  */
 function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, credential: string | null, headers: Record<string, string>): boolean {
   const repo = ctx.route.repo
   if (!deps.authMemo.isAccepted(repo, credential)) return false
   const body = deps.refs.hotHit(repo, key, 'HTTP')
   if (body === undefined) return false
-  ctx.outcome.cache = 'hit'
+  sendInMemory(ctx, 'hit', headers, body)
+  return true
+}
+
+/** A cached answer held in memory, in one write: gzip-compressed when large and the client accepts it. */
+function sendInMemory(ctx: GitHttpContext, how: 'hit' | 'miss' | 'join', headers: Record<string, string>, body: Buffer): void {
+  ctx.outcome.cache = how
   ctx.outcome.status = 200
   const gz = body.length >= GZIP_MIN_BYTES && acceptsGzip(ctx.request.headers['accept-encoding']) ? gzipCopy(body) : undefined
-  if (gz !== undefined) {
-    ctx.outcome.bytes = gz.length
-    sendWhole(ctx.res, 200, { ...headers, 'content-encoding': 'gzip', vary: 'Accept-Encoding' }, gz)
-    return true
-  }
-  ctx.outcome.bytes = body.length
-  sendWhole(ctx.res, 200, headers, body)
-  return true
+  ctx.outcome.bytes = (gz ?? body).length
+  sendWhole(ctx.res, 200, gz === undefined ? headers : { ...headers, 'content-encoding': 'gzip', vary: 'Accept-Encoding' }, gz ?? body)
 }
 
 function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
