@@ -50,7 +50,17 @@ export function embeddedRepoRoot(config: Config): string {
   return path.join(path.dirname(config.cacheDir), 'repos')
 }
 
-export async function startProxy(config: Config, log: Log): Promise<RunningProxy> {
+/** What the composition root (or a test) injects beside the config. */
+export interface ProxyOptions {
+  /**
+   * Wall clock, epoch ms: every TTL (cache entries, accepted credentials) is
+   * measured on it. Tests move it instead of sleeping; defaults to Date.now.
+   */
+  now?: () => number
+}
+
+export async function startProxy(config: Config, log: Log, options: ProxyOptions = {}): Promise<RunningProxy> {
+  const now = options.now ?? Date.now
   let embedded: EmbeddedUpstream | null = null
   let demoRepo: string | null = null
   let upstreamUrl: URL
@@ -87,6 +97,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     dir: config.cacheDir,
     log: log.child({ component: 'cache' }),
     maxSize: config.cache.maxSize,
+    now,
     onFillError: (err) => {
       if (DiskGuard.isNoSpace(err)) disk.reportNoSpace()
     },
@@ -101,7 +112,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   }
   await disk.start()
   if (storeProblem !== null) disk.disable(storeProblem)
-  const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000 })
+  const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000, now })
   const limiter = new FillLimiter(FILL_LIMITS)
   metrics.attach({ store, limiter, disk })
   const registry = metrics.registry
@@ -176,8 +187,9 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     const sshLog = log.child({ component: 'ssh' })
     try {
       // Loaded only when SSH is configured: ssh2 costs ~5 MB of memory.
-      const [{ loadHostKey, startSshFront }, { SshUpstream }] = await Promise.all([
+      const [{ startSshFront }, { loadHostKey }, { SshUpstream }] = await Promise.all([
         import('./front/ssh.js'),
+        import('./front/ssh-host-key.js'),
         import('./upstream/ssh.js'),
       ])
       sshFront = await startSshFront({

@@ -13,23 +13,26 @@ import { LRUCache } from 'lru-cache'
 
 export class AuthMemo {
   readonly #secret = randomBytes(32).toString('hex')
+  /** credential id -> epoch ms (on the injected clock) at which the acceptance runs out */
   readonly #accepted: LRUCache<string, number>
+  readonly #ttlMs: number
   readonly #now: () => number
   readonly #pending = new Map<string, Promise<void>>()
 
   constructor(opts: { ttlMs: number; max?: number; now?: () => number }) {
     this.#now = opts.now ?? Date.now
-    this.#accepted = new LRUCache<string, number>({ max: opts.max ?? 100_000, ttl: opts.ttlMs, ttlAutopurge: false })
+    this.#ttlMs = opts.ttlMs
+    this.#accepted = new LRUCache<string, number>({ max: opts.max ?? 100_000 })
   }
 
   /** Record that the upstream answered this credential with success for `repo`. */
   accept(repo: string, credential: string | null, ttlMs?: number): void {
-    this.#accepted.set(this.#id(repo, credential), this.#now(), ttlMs === undefined ? {} : { ttl: ttlMs })
+    this.#accepted.set(this.#id(repo, credential), this.#now() + (ttlMs ?? this.#ttlMs))
   }
 
   /** True while an acceptance younger than the TTL is on record. */
   isAccepted(repo: string, credential: string | null): boolean {
-    return this.#accepted.get(this.#id(repo, credential)) !== undefined
+    return this.#live(this.#id(repo, credential))
   }
 
   /** Forget one credential for a repository (the upstream refused it). */
@@ -64,15 +67,24 @@ export class AuthMemo {
    */
   async settled(repo: string, credential: string | null): Promise<boolean> {
     const id = this.#id(repo, credential)
-    if (this.#accepted.get(id) !== undefined) return true
+    if (this.#live(id)) return true
     const running = this.#pending.get(id)
     if (running === undefined) return false
     await running
-    return this.#accepted.get(id) !== undefined
+    return this.#live(id)
   }
 
   clear(): void {
     this.#accepted.clear()
+  }
+
+  /** An acceptance on record that has not run out; one that has is dropped. */
+  #live(id: string): boolean {
+    const until = this.#accepted.get(id)
+    if (until === undefined) return false
+    if (this.#now() < until) return true
+    this.#accepted.delete(id)
+    return false
   }
 
   #id(repo: string, credential: string | null): string {

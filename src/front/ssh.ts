@@ -11,13 +11,11 @@
  *   ssh-command.ts's. Refusals are a line on stderr and exit status 128.
  * - The conversation itself is ssh-session.ts's.
  */
-import { constants } from 'node:fs'
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
-import path from 'node:path'
 import ssh2 from 'ssh2'
 import type { Connection, ServerChannel } from 'ssh2'
-import { ConfigError, ProtocolError } from '../errors.js'
+import { ProtocolError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { projectAndSlug, toRepoPath, type RepoPath } from '../repository.js'
 import { parseSshCommand } from './ssh-command.js'
@@ -25,9 +23,8 @@ import { findAuthorizedKey, parseAuthorizedKeys, reposAllow, type AuthorizedKey 
 import { runGitSession, type GitSessionDeps } from './ssh-session.js'
 
 // ssh2 is CommonJS: its exports are properties of the default export under ESM.
-const { Server, utils } = ssh2
+const { Server } = ssh2
 
-export const HOST_KEY_FILE = 'ssh_host_ed25519_key'
 /** Time a connection gets to authenticate (OpenSSH's LoginGraceTime is 120 s). */
 const AUTH_TIMEOUT_MS = 60_000
 
@@ -48,40 +45,6 @@ export interface SshFront {
   /** `ssh://host:port` */
   readonly url: string
   close(): Promise<void>
-}
-
-/** The configured host key, or the one generated under `cacheDir` (created on first use). */
-export async function loadHostKey(configured: string | null, cacheDir: string, log: Log): Promise<Buffer> {
-  if (configured !== null) {
-    const key = await readFile(configured).catch((err: unknown) => {
-      throw new ConfigError(`proxy.ssh.host-key: cannot read ${configured}`, { cause: err })
-    })
-    const parsed = utils.parseKey(key)
-    if (parsed instanceof Error) throw new ConfigError(`proxy.ssh.host-key: ${configured} is not a private key: ${parsed.message}`)
-    return key
-  }
-  const file = path.join(cacheDir, HOST_KEY_FILE)
-  try {
-    return await readFile(file)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err // readFile fails with a system error
-  }
-  const pair = utils.generateKeyPairSync('ed25519')
-  try {
-    await mkdir(cacheDir, { recursive: true })
-    await writeFile(file, pair.private, { mode: 0o600, flag: constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY })
-    await writeFile(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 })
-    log.info({ file }, 'generated the SSH front host key')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-      // DESIGN §3.5: an unwritable cache directory must not stop Git. The
-      // key lives until the next restart; clients will see it change then.
-      log.warn({ err, file }, 'cannot keep the SSH front host key: using a temporary one')
-      return Buffer.from(pair.private)
-    }
-    // Another process made it first: use theirs.
-  }
-  return readFile(file)
 }
 
 /** The authorized_keys file, re-read when its modification time or size changes. */

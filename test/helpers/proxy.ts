@@ -2,7 +2,7 @@
 import path from 'node:path'
 import type { Test } from 'tap'
 import { loadConfig } from '../../src/config/load.js'
-import { startProxy, type RunningProxy } from '../../src/proxy.js'
+import { startProxy, type ProxyOptions, type RunningProxy } from '../../src/proxy.js'
 import { logSink, type LogRecord } from './log-sink.js'
 
 export interface TestProxy {
@@ -23,6 +23,7 @@ export async function startTestProxy(
   dir: string,
   upstreamUrl: string | null,
   settings: Record<string, string> = {},
+  options: ProxyOptions = {},
 ): Promise<TestProxy> {
   const cacheDir = path.join(dir, 'cache')
   const env: Record<string, string> = {
@@ -38,7 +39,7 @@ export async function startTestProxy(
   }
   const config = loadConfig({ argv: [], env, cwd: dir })
   const { log, records } = logSink()
-  const proxy = await startProxy(config, log)
+  const proxy = await startProxy(config, log, options)
   let closed = false
   const close = async (): Promise<void> => {
     if (closed) return

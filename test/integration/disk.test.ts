@@ -9,6 +9,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { cacheFiles } from '../helpers/cache-files.js'
+import { manualClock } from '../helpers/clock.js'
 import { git, gitHome, gitOk } from '../helpers/git.js'
 import { gitRequestLines } from '../helpers/log-sink.js'
 import { startTestProxy } from '../helpers/proxy.js'
@@ -157,21 +158,25 @@ void t.test('restart: entries survive and are hits; expired ones are swept', asy
   const upstream = await startTestUpstream(t, dir)
   await createBareRepo(home, upstream.root, 'app.git', { commits: 3 })
 
-  const first = await startTestProxy(t, dir, upstream.url)
+  const clock = manualClock()
+  const first = await startTestProxy(t, dir, upstream.url, {}, { now: clock.now })
   await gitOk(home, ['clone', '-q', `${first.url}/app.git`, path.join(dir, 'one')])
   await first.close()
-  const second = await startTestProxy(t, dir, upstream.url)
+  const second = await startTestProxy(t, dir, upstream.url, {}, { now: clock.now })
   const before = await upstream.packObjects()
   await gitOk(home, ['clone', '-q', `${second.url}/app.git`, path.join(dir, 'two')])
   t.equal(await upstream.packObjects(), before, 'a hit after the restart')
   t.equal(lastCache(second.logs), 'hit')
   await second.close()
 
-  await sleep(1100)
-  const third = await startTestProxy(t, dir, upstream.url, {
-    'scm-cache.upload-pack.ttl': '1',
-    'scm-cache.expiry.check.interval': '1',
-  })
+  clock.advance(1000)
+  const third = await startTestProxy(
+    t,
+    dir,
+    upstream.url,
+    { 'scm-cache.upload-pack.ttl': '1', 'scm-cache.expiry.check.interval': '1' },
+    { now: clock.now },
+  )
   t.equal(cacheFiles(third.cacheDir, 'entries').length, 1, 'the old entry is still on disk at start-up')
   for (let i = 0; i < 30 && cacheFiles(third.cacheDir, 'entries').length > 0; i++) await sleep(100)
   t.same(cacheFiles(third.cacheDir, 'entries'), [], 'the sweeper reclaimed the expired entry')

@@ -4,10 +4,10 @@
  */
 import { createHmac } from 'node:crypto'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { gunzipSync } from 'node:zlib'
 import { request } from 'undici'
 import t from 'tap'
+import { manualClock } from '../helpers/clock.js'
 import { git, gitHome, gitOk, parseRefList } from '../helpers/git.js'
 import { startTestProxy } from '../helpers/proxy.js'
 import { addCommitDirect, commitFile, createBareRepo } from '../helpers/repo.js'
@@ -31,9 +31,11 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
   const home = gitHome(dir)
   const upstream = await startTestUpstream(t, dir)
   const bare = await createBareRepo(home, upstream.root, 'app.git', { commits: 3, branches: ['feature'], tags: ['v1'] })
-  // The TTL must comfortably exceed 50 polls even on a loaded machine.
+  // The proxy's clock stands still unless the test moves it: every poll
+  // below falls inside the TTL however slow the machine is.
   const ttl = 10
-  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': String(ttl) })
+  const clock = manualClock()
+  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': String(ttl) }, { now: clock.now })
   const url = `${proxy.url}/app.git`
   const expected = parseRefList(await gitOk(home, ['-C', bare, 'for-each-ref', '--format=%(objectname) %(refname)']))
 
@@ -48,7 +50,7 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
       }
       t.equal(advertisements(upstream) - adsBefore, 1, 'one upstream advertisement for 50 polls')
       if (version === 2) t.equal(lsRefs(upstream) - lsBefore, 1, 'one upstream ls-refs for 50 polls')
-      await sleep(ttl * 1000 + 200)
+      clock.advance(ttl * 1000)
       await gitOk(home, ['-c', `protocol.version=${version}`, 'ls-remote', url])
       t.equal(advertisements(upstream) - adsBefore, 2, 'one more after the TTL')
     })
@@ -71,7 +73,7 @@ void t.test('polling with refs caching on: one upstream request per TTL', async 
   })
 
   await t.test('200 concurrent pollers on an expired entry: one upstream request', async (t) => {
-    await sleep(ttl * 1000 + 200)
+    clock.advance(ttl * 1000)
     const before = advertisements(upstream)
     const statuses = await Promise.all(
       Array.from({ length: 200 }, async () => {
@@ -150,11 +152,14 @@ void t.test('invalidation: push through the proxy, a direct push, webhooks', asy
   const upstream = await startTestUpstream(t, dir)
   const bare = await createBareRepo(home, upstream.root, 'team/app.git', { commits: 2 })
   const secret = 'hook-secret'
-  const proxy = await startTestProxy(t, dir, upstream.url, {
-    'scm-cache.refs.enabled': 'true',
-    'scm-cache.refs.ttl': '6',
-    'webhook.secret': secret,
-  })
+  const clock = manualClock()
+  const proxy = await startTestProxy(
+    t,
+    dir,
+    upstream.url,
+    { 'scm-cache.refs.enabled': 'true', 'scm-cache.refs.ttl': '6', 'webhook.secret': secret },
+    { now: clock.now },
+  )
   const url = `${proxy.url}/team/app.git`
   const tip = async (): Promise<string | undefined> => parseRefList(await gitOk(home, ['ls-remote', url])).get('refs/heads/main')
 
@@ -171,7 +176,9 @@ void t.test('invalidation: push through the proxy, a direct push, webhooks', asy
     const old = await tip()
     const direct = await addCommitDirect(home, bare, 'main', 'direct.txt', 1)
     t.equal(await tip(), old, 'still the cached answer')
-    await sleep(6200)
+    clock.advance(5999)
+    t.equal(await tip(), old, 'still the cached answer 1 ms before the TTL')
+    clock.advance(1)
     t.equal(await tip(), direct, 'the new tip after the TTL')
   })
 

@@ -1,11 +1,12 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import t from 'tap'
 import ssh2 from 'ssh2'
+import { generateEd25519KeyPair } from '../../../src/front/ssh-host-key.js'
 import { checkHostKey, parseKnownHosts } from '../../../src/upstream/ssh.js'
 
 const { utils } = ssh2
-const key = utils.generateKeyPairSync('ed25519').public
-const other = utils.generateKeyPairSync('ed25519').public
+const key = generateEd25519KeyPair().public
+const other = generateEd25519KeyPair().public
 const blob = (line: string): Buffer => {
   const k = utils.parseKey(line)
   if (k instanceof Error) throw k
