@@ -5,12 +5,22 @@
 import { createServer } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
+import type { BodyPace } from './front/body-guard.js'
 import { GitHttpFront, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
 import type { HttpUpstream } from './upstream/http.js'
 
 export interface AppDeps {
   log: Log
   upstream: HttpUpstream
+  /** Connection limits of the HTTP front (DESIGN §3.9). */
+  limits: {
+    /** A connection with no request, or no bytes of its request, for this long is closed. */
+    idleTimeoutMs: number
+    maxConnections: number
+    bodyPace: BodyPace
+  }
+  /** `auth.credential-headers`. */
+  credentialHeaders: readonly string[]
   handlers?: GitRouteHandler
   onRequestDone?: GitHttpOptions['onRequestDone']
   /** Prometheus text for `GET /metrics`. */
@@ -23,9 +33,12 @@ export interface AppDeps {
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const loggerInstance: FastifyBaseLogger = deps.log
+  const { idleTimeoutMs, maxConnections } = deps.limits
   const git = new GitHttpFront({
     upstream: deps.upstream,
     log: deps.log.child({ component: 'http' }),
+    credentialHeaders: deps.credentialHeaders,
+    bodyPace: deps.limits.bodyPace,
     ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
     ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
   })
@@ -35,13 +48,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (REST API, health, metrics). Under /rest/ fastify routes first, and
     // its catch-all below hands over a Git path no REST route took.
     serverFactory: (handler) => {
-      const server = createServer((req, res) => {
-        if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
-      })
-      // What fastify sets on servers it makes itself, from the options below.
+      const server = createServer(
+        // How often Node enforces the header deadline below.
+        { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(idleTimeoutMs / 4))) },
+        (req, res) => {
+          if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
+        },
+      )
+      // DESIGN §3.9. Idle means waiting for the client: for its next request
+      // (keep-alive), for the rest of its headers (a connection that sends
+      // nothing included), or for its body (front/body-guard.ts). A response
+      // in progress has no deadline: a clone may take long, and upload-pack
+      // may think for minutes before its first byte.
       server.requestTimeout = 0
-      server.keepAliveTimeout = 65_000
+      server.headersTimeout = idleTimeoutMs
+      server.keepAliveTimeout = idleTimeoutMs
       server.setTimeout(0)
+      // Beyond it, new connections are closed at once.
+      server.maxConnections = maxConnections
       return server
     },
     // The Git front logs one line per Git request itself (DESIGN §9).
@@ -54,7 +78,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (set on the server above too).
     requestTimeout: 0,
     connectionTimeout: 0,
-    keepAliveTimeout: 65_000,
+    keepAliveTimeout: idleTimeoutMs,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     routerOptions: { maxParamLength: 1024 },

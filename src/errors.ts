@@ -49,6 +49,24 @@ export class UpstreamError extends ProxyError {
   }
 }
 
+/**
+ * The upstream refused the client's credential (401/403). Its answer is
+ * kept (status, headers, a bounded body) so that every client it concerns
+ * gets it unchanged, `WWW-Authenticate` included (DESIGN §3.1).
+ */
+export class UpstreamRefusedError extends UpstreamError {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string | string[]>>
+  readonly body: Buffer
+
+  constructor(status: number, headers: Record<string, string | string[]>, body: Buffer) {
+    super('ERR_UPSTREAM_REFUSED', `upstream answered ${status}`, { statusCode: status })
+    this.status = status
+    this.headers = headers
+    this.body = body
+  }
+}
+
 /** Too many fills waiting: the client should retry later. */
 export class BusyError extends ProxyError {
   constructor(message: string) {

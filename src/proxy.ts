@@ -13,6 +13,9 @@ import type { Log } from './logger.js'
 import { ensureDemoRepository, startEmbeddedUpstream, type EmbeddedUpstream } from './upstream/embedded.js'
 import { HttpUpstream } from './upstream/http.js'
 import { AuthMemo } from './cache/auth-memo.js'
+import { Access } from './service/access.js'
+import { BodyBudget } from './front/body-budget.js'
+import { DEFAULT_BODY_WINDOW_MS, DEFAULT_MIN_BODY_BYTES } from './front/body-guard.js'
 import { FillLimiter } from './cache/fill-limiter.js'
 import { CacheStore } from './cache/store.js'
 import { createHttpCacheHandler } from './front/http-cache.js'
@@ -57,6 +60,11 @@ export interface ProxyOptions {
    * measured on it. Tests move it instead of sleeping; defaults to Date.now.
    */
   now?: () => number
+  /**
+   * The slow-body rule (DESIGN §3.9): a body is cut when fewer than
+   * `minBytes` arrive in `windowMs` (30 KiB in 30 s). Tests shorten it.
+   */
+  bodyRate?: { minBytes: number; windowMs: number }
 }
 
 export async function startProxy(config: Config, log: Log, options: ProxyOptions = {}): Promise<RunningProxy> {
@@ -112,21 +120,25 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   }
   await disk.start()
   if (storeProblem !== null) disk.disable(storeProblem)
-  const authMemo = new AuthMemo({ ttlMs: config.authTtl * 1000, now })
+  const access = new Access({
+    memo: new AuthMemo({ ttlMs: config.authTtl * 1000, now }),
+    upstream,
+    log: log.child({ component: 'access' }),
+  })
+  const budget = new BodyBudget({ limit: config.proxy.httpBodyMemory })
   const limiter = new FillLimiter(FILL_LIMITS)
   metrics.attach({ store, limiter, disk })
   const registry = metrics.registry
   const uploadPack = new UploadPackService({
     store,
     limiter,
-    authMemo,
-    upstream,
     settings,
     admit: () => disk.admit(),
     log: log.child({ component: 'upload-pack' }),
   })
   const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
-  const handlers = createHttpCacheHandler({ uploadPack, refs, store, authMemo, upstream, log: log.child({ component: 'http' }) })
+  const handlers = createHttpCacheHandler({ uploadPack, refs, store, access, upstream, budget, log: log.child({ component: 'http' }) })
+  const idleTimeoutMs = config.proxy.httpIdleTimeout * 1000
   const sweeper = setInterval(() => {
     store
       .sweepExpired((kind) => (kind === 'refs' ? settings.get('refsTtl') : settings.get('uploadPackTtl')) * 1000)
@@ -139,6 +151,16 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const app = await buildApp({
     log,
     upstream,
+    limits: {
+      idleTimeoutMs,
+      maxConnections: config.proxy.httpMaxConnections,
+      bodyPace: {
+        idleMs: idleTimeoutMs,
+        minBytes: options.bodyRate?.minBytes ?? DEFAULT_MIN_BODY_BYTES,
+        windowMs: options.bodyRate?.windowMs ?? DEFAULT_BODY_WINDOW_MS,
+      },
+    },
+    credentialHeaders: config.credentialHeaders,
     handlers,
     onRequestDone: (o) => {
       metrics.observeRequest(o)
@@ -150,6 +172,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         prefix: REST_PREFIX,
         secret: config.webhookSecret,
         store,
+        budget,
         upstreamBasePath: upstreamUrl.pathname,
         pathPrefix: config.upstream.pathPrefix,
         log: log.child({ component: 'webhook' }),
@@ -208,7 +231,9 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         uploadPack,
         refs,
         store,
-        authMemo,
+        access,
+        idleTimeoutMs,
+        maxConnections: config.proxy.httpMaxConnections,
         log: sshLog,
         onRequestDone: (o) => {
           metrics.observeRequest(o)

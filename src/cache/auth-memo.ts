@@ -1,7 +1,8 @@
 /**
  * Which credentials the upstream accepted, for which repository, until when
- * (DESIGN §3.1). A credential is the client's `Authorization` header value,
- * or none (anonymous is a credential too). It is kept only as a SHA-256
+ * (DESIGN §3.1). A credential is an opaque text (service/access.ts makes it
+ * from the request and the endpoint; anonymous is a credential too). It is
+ * kept only as a SHA-256
  * keyed with a secret made at start-up and never written anywhere, so
  * neither memory dumps of the map nor logs reveal it, and equal credentials
  * compare equal. (A secret prefix rather than an HMAC: nobody verifies these
@@ -26,17 +27,17 @@ export class AuthMemo {
   }
 
   /** Record that the upstream answered this credential with success for `repo`. */
-  accept(repo: string, credential: string | null, ttlMs?: number): void {
+  accept(repo: string, credential: string, ttlMs?: number): void {
     this.#accepted.set(this.#id(repo, credential), this.#now() + (ttlMs ?? this.#ttlMs))
   }
 
   /** True while an acceptance younger than the TTL is on record. */
-  isAccepted(repo: string, credential: string | null): boolean {
+  isAccepted(repo: string, credential: string): boolean {
     return this.#live(this.#id(repo, credential))
   }
 
   /** Forget one credential for a repository (the upstream refused it). */
-  reject(repo: string, credential: string | null): void {
+  reject(repo: string, credential: string): void {
     this.#accepted.delete(this.#id(repo, credential))
   }
 
@@ -47,7 +48,7 @@ export class AuthMemo {
    * the verdict is recorded, either way), or null when a check is already
    * running: await `settled()` then. Ending twice is harmless.
    */
-  beginCheck(repo: string, credential: string | null): (() => void) | null {
+  beginCheck(repo: string, credential: string): (() => void) | null {
     const id = this.#id(repo, credential)
     if (this.#pending.has(id)) return null
     let end!: () => void // assigned synchronously by the Promise executor
@@ -65,7 +66,7 @@ export class AuthMemo {
    * Whether (repo, credential) is accepted, after waiting for a check of it
    * that is running. One hash, whatever happens: this is on every poll.
    */
-  async settled(repo: string, credential: string | null): Promise<boolean> {
+  async settled(repo: string, credential: string): Promise<boolean> {
     const id = this.#id(repo, credential)
     if (this.#live(id)) return true
     const running = this.#pending.get(id)
@@ -87,8 +88,8 @@ export class AuthMemo {
     return false
   }
 
-  #id(repo: string, credential: string | null): string {
+  #id(repo: string, credential: string): string {
     // Neither a repository path nor a header value can hold a NUL.
-    return hash('sha256', `${this.#secret}\0${repo}\0${credential ?? '\0anonymous'}`, 'base64url')
+    return hash('sha256', `${this.#secret}\0${repo}\0${credential}`, 'base64url')
   }
 }

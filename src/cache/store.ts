@@ -630,15 +630,15 @@ export class CacheStore {
       throw new CacheError('ERR_CACHE_CLOSED', 'the cache store is closed')
     }
     if (rec.meta.kind === 'refs' && rec.meta.bodySize <= HOT_ENTRY_MAX && this.#hotBytes + rec.meta.bodySize <= HOT_TOTAL_MAX) {
+      // #readWhole closes fh: a short file is a miss, never a hit read through a closed handle.
       const body = await this.#readWhole(fh, rec)
-      if (body !== undefined) {
-        // Another hit of the same entry may have stored it while this one read.
-        if (this.#index.peek(rec.meta.key) === rec && hotBodyOf(rec) === undefined) {
-          rec.body = body
-          this.#hotBytes += body.length
-        }
-        return this.#memoryHit(rec, body)
+      if (body === undefined) return undefined
+      // Another hit of the same entry may have stored it while this one read.
+      if (this.#index.peek(rec.meta.key) === rec && hotBodyOf(rec) === undefined) {
+        rec.body = body
+        this.#hotBytes += body.length
       }
+      return this.#memoryHit(rec, body)
     }
     const counters = this.#counters(rec.meta.repo, rec.meta.kind)
     const reader: EntryReader = new EntryReader({

@@ -97,6 +97,24 @@ export const KEYS = Object.freeze({
     'false',
     "Let pushes through the SSH front (made with the proxy's upstream key).",
   ),
+  proxyHttpIdleTimeout: required(
+    'proxy.http.idle-timeout',
+    v.seconds,
+    '120',
+    'Seconds an HTTP connection may stay idle (no request, or no bytes of a request) before it is closed.',
+  ),
+  proxyHttpMaxConnections: required(
+    'proxy.http.max-connections',
+    v.count,
+    '10000',
+    'Connections open on the HTTP front at most; new ones beyond it are refused at once.',
+  ),
+  proxyHttpBodyMemory: required(
+    'proxy.http.body-memory',
+    v.bytes,
+    '268435456',
+    'Bytes of request bodies held in memory at once, all requests together; past it requests wait, then get 503.',
+  ),
   cacheDir: required('cache.dir', v.directory, './data/cache', 'Where everything on disk lives.'),
   protocols: required(
     'scm-cache.protocols',
@@ -152,6 +170,12 @@ export const KEYS = Object.freeze({
     v.seconds,
     '300',
     'Seconds an upstream-accepted credential stays accepted for a repository.',
+  ),
+  authCredentialHeaders: required(
+    'auth.credential-headers',
+    v.headerNames,
+    'private-token,job-token,x-auth-token',
+    'Request headers besides Authorization and Cookie that carry credentials: part of the credential a cached answer is checked for.',
   ),
   webhookSecret: optional(
     'webhook.secret',

@@ -54,6 +54,11 @@ export interface Config {
     readonly sshHostKey: string | null
     readonly sshAuthorizedKeys: string | null
     readonly sshAllowPush: boolean
+    /** Seconds. */
+    readonly httpIdleTimeout: number
+    readonly httpMaxConnections: number
+    /** Bytes. */
+    readonly httpBodyMemory: number
   }
   /** Absolute. */
   readonly cacheDir: string
@@ -71,6 +76,8 @@ export interface Config {
     readonly diskCheckInterval: number
   }
   readonly authTtl: number
+  /** Lower-case header names (DESIGN §3.1). */
+  readonly credentialHeaders: readonly string[]
   readonly webhookSecret: string | null
   readonly restAuth: { readonly username: string; readonly password: string } | null
   readonly source: {
@@ -244,6 +251,10 @@ export function describeConfig(cfg: Config): Record<string, unknown> {
     [KEYS.maxSize.key]: c.maxSize,
     [KEYS.diskCheckInterval.key]: c.diskCheckInterval,
     [KEYS.authTtl.key]: cfg.authTtl,
+    [KEYS.authCredentialHeaders.key]: cfg.credentialHeaders.join(','),
+    [KEYS.proxyHttpIdleTimeout.key]: p.httpIdleTimeout,
+    [KEYS.proxyHttpMaxConnections.key]: p.httpMaxConnections,
+    [KEYS.proxyHttpBodyMemory.key]: p.httpBodyMemory,
     [KEYS.webhookSecret.key]: cfg.webhookSecret === null ? null : '(set)',
     [KEYS.restAuthUsername.key]: cfg.restAuth?.username ?? null,
     [KEYS.restAuthPassword.key]: cfg.restAuth === null ? null : '(set)',
@@ -455,6 +466,9 @@ function buildConfig(
       sshHostKey: opt(KEYS.proxySshHostKey),
       sshAuthorizedKeys: opt(KEYS.proxySshAuthorizedKeys),
       sshAllowPush: get(KEYS.proxySshAllowPush),
+      httpIdleTimeout: get(KEYS.proxyHttpIdleTimeout),
+      httpMaxConnections: get(KEYS.proxyHttpMaxConnections),
+      httpBodyMemory: get(KEYS.proxyHttpBodyMemory),
     },
     cacheDir: get(KEYS.cacheDir),
     cache: {
@@ -469,6 +483,7 @@ function buildConfig(
       diskCheckInterval: get(KEYS.diskCheckInterval),
     },
     authTtl: get(KEYS.authTtl),
+    credentialHeaders: get(KEYS.authCredentialHeaders),
     webhookSecret: opt(KEYS.webhookSecret),
     restAuth: restAuth(opt(KEYS.restAuthUsername), opt(KEYS.restAuthPassword)),
     source: { file },

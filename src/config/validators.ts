@@ -57,6 +57,9 @@ function rangedInteger(min: number, max: number, allowed: string): Validator<num
 /** TTLs and intervals: whole seconds from 1 to 31536000. */
 export const seconds = rangedInteger(1, MAX_SECONDS, `whole seconds from 1 to ${MAX_SECONDS}`)
 
+/** A count of things (connections): a whole number from 1 to 1000000. */
+export const count = rangedInteger(1, 1_000_000, 'a whole number from 1 to 1000000')
+
 /** A TCP port; 0 lets the OS pick one. */
 export const port = rangedInteger(0, 65535, 'a whole number from 0 to 65535')
 
@@ -151,12 +154,16 @@ export const directory = filePath('a directory path')
  * with `/`: `new URL('PROJ/repo.git/info/refs', url)` then keeps the base path.
  */
 export const httpUrl: Validator<URL> = {
-  allowed: 'an http:// or https:// URL without query or fragment, e.g. https://git.example.com/',
+  allowed:
+    'an http:// or https:// URL without user:password@ (clients send their own credentials), query or fragment, e.g. https://git.example.com/',
   secret: false,
   parse(raw) {
     if (!/^https?:\/\//i.test(raw) || !URL.canParse(raw)) return INVALID
     const url = new URL(raw)
     if (url.hostname === '' || url.search !== '' || url.hash !== '') return INVALID
+    // Credentials in the URL would be the proxy's, sent for every client:
+    // the upstream must see each client's own (DESIGN §3.1).
+    if (url.username !== '' || url.password !== '') return INVALID
     if (!url.pathname.endsWith('/')) url.pathname += '/'
     return valid(url)
   },
@@ -220,5 +227,24 @@ export const secret: Validator<string> = {
   secret: true,
   parse(raw) {
     return raw === '' ? INVALID : valid(raw)
+  },
+}
+
+/**
+ * A comma-separated list of HTTP header names (RFC 9110 tokens), any case;
+ * normalised to lower case, deduplicated, in the order given. Empty: none.
+ */
+export const headerNames: Validator<readonly string[]> = {
+  allowed: 'a comma-separated list of HTTP header names, e.g. private-token,job-token (empty for none)',
+  secret: false,
+  parse(raw) {
+    const names: string[] = []
+    for (const item of raw.split(',')) {
+      const name = item.trim().toLowerCase()
+      if (name === '') continue
+      if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return INVALID
+      if (!names.includes(name)) names.push(name)
+    }
+    return valid(Object.freeze(names))
   },
 }

@@ -44,6 +44,11 @@ export function classifyGitRequest(method: string, pathname: string, search: str
   const params = new URLSearchParams(search)
 
   if (sub === 'info/refs' && method !== 'POST') {
+    // The proxy must read the request as the upstream does; git http-backend
+    // takes the last of several `service=`, others may take the first.
+    if (params.getAll('service').length > 1) {
+      throw new ProtocolError('ERR_PROTOCOL_BAD_SERVICE', 'the service parameter is given more than once')
+    }
     const service = params.get('service')
     if (service === null) return { repo, endpoint: { kind: 'dumb', subPath: sub } }
     if (service === 'git-upload-pack' || service === 'git-receive-pack') {

@@ -1,47 +1,66 @@
 /**
  * The cache-aware handling of smart-HTTP routes, plugged into the HTTP
- * front. Upload-pack POSTs go to the UploadPackService; advertisements pass
- * through with the capabilities that would send clients around the proxy
- * removed, and teach the AuthMemo which credentials the upstream accepts;
- * pushes invalidate the repository.
+ * front. Upload-pack POSTs go to the UploadPackService (or, for v2
+ * `ls-refs`, the RefsService); advertisements pass through with the
+ * capabilities that would send clients around the proxy removed, and prove
+ * which credentials the upstream accepts; pushes invalidate the repository.
+ *
+ * DESIGN §3.1, in the order it is applied here: a request that nothing
+ * could answer from the cache streams through unread. Otherwise the
+ * client's credential is proven first (service/access.ts), and only then
+ * is its body read (within the body-memory budget, §3.9) and parsed.
  */
-import { Readable } from 'node:stream'
-import { BusyError, ProtocolError, UpstreamError } from '../errors.js'
+import { pipeline as pipelineCallback, Readable, Transform, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { BusyError, ProtocolError, UpstreamError, UpstreamRefusedError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { advertisementKey, decideLsRefs } from '../cache/policy.js'
 import type { CacheStore } from '../cache/store.js'
-import type { AuthMemo } from '../cache/auth-memo.js'
 import { WholeBody } from '../cache/entry-reader.js'
+import { AdvertisementChecker } from '../protocol/advertisement-check.js'
 import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
+import type { Access, AccessScope } from '../service/access.js'
 import type { CacheAnswer } from '../service/answer.js'
 import type { RefsService } from '../service/refs.js'
 import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPackService } from '../service/upload-pack.js'
-import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
+import { forwardRequestHeaders, isRefusal, refusalOf, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { GitHttpContext, GitRouteHandler } from './http.js'
-import { passThrough, splitRawUrl } from './http.js'
+import { passThrough } from './http.js'
 import { firstByte, sendWhole, streamResponse } from './http-response.js'
 import { filterAdvertisement } from './advertisement.js'
+import { BodyLease, type BodyBudget } from './body-budget.js'
 import { acceptsGzip, gzipCopy, GZIP_MIN_BYTES } from './gzip-copy.js'
 import { readRequestBody } from './request-body.js'
 
-/** Upload-pack requests larger than this are streamed through uncached. */
-export const MAX_CACHEABLE_REQUEST = 32 * 1024 * 1024
+/**
+ * Upload-pack requests larger than this (as sent, or gunzipped) are
+ * streamed through uncached: 160,000 wants. It also bounds what a gzip bomb
+ * costs (DESIGN §3.9).
+ */
+export const MAX_CACHEABLE_REQUEST = 8 * 1024 * 1024
 
 export interface HttpCacheDeps {
   uploadPack: UploadPackService
   refs: RefsService
   store: CacheStore
-  authMemo: AuthMemo
+  access: Access
   upstream: HttpUpstream
+  budget: BodyBudget
   log: Log
 }
 
-const RESULT_HEADERS: Record<string, string> = {
-  'content-type': UPLOAD_PACK_RESULT,
+const NO_CACHE_HEADERS: Record<string, string> = {
   'cache-control': 'no-cache, max-age=0, must-revalidate',
   pragma: 'no-cache',
   expires: 'Fri, 01 Jan 1980 00:00:00 GMT',
+}
+
+const RESULT_HEADERS: Record<string, string> = { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE_HEADERS }
+
+const ADVERTISEMENT_HEADERS: Record<string, string> = {
+  'content-type': 'application/x-git-upload-pack-advertisement',
+  ...NO_CACHE_HEADERS,
 }
 
 export function createHttpCacheHandler(deps: HttpCacheDeps): GitRouteHandler {
@@ -51,7 +70,7 @@ export function createHttpCacheHandler(deps: HttpCacheDeps): GitRouteHandler {
       await handleUploadPack(ctx, deps)
       return true
     }
-    if (endpoint.kind === 'advertisement') {
+    if (endpoint.kind === 'advertisement' && endpoint.service === 'git-upload-pack') {
       await handleAdvertisement(ctx, deps)
       return true
     }
@@ -64,54 +83,83 @@ export function createHttpCacheHandler(deps: HttpCacheDeps): GitRouteHandler {
 }
 
 async function handleUploadPack(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
-  const { request } = ctx
-  const read = await readRequestBody(request, {
-    limit: MAX_CACHEABLE_REQUEST,
-    contentEncoding: header(request.headers['content-encoding']),
-  })
-  if (read.kind === 'too-large') {
-    deps.store.recordBypass(ctx.route.repo, 'upload-pack')
-    await passThroughStream(ctx, deps.upstream, Readable.from(concatStreams(read.head, read.rest)))
+  const { request, credential } = ctx
+  const repo = ctx.route.repo
+  const mayCache =
+    credential.cacheable && (deps.uploadPack.enabledFor('HTTP') || (ctx.version === 2 && deps.refs.enabledFor('HTTP')))
+  if (!mayCache) {
+    await passThrough(ctx, deps.upstream)
     return
   }
-  const headers = forwardRequestHeaders(request.headers)
-  const repo = ctx.route.repo
-  if (ctx.version === 2) {
-    let cmd
-    try {
-      cmd = parseCommandRequestV2(read.decoded)
-    } catch {
-      cmd = null
-    }
-    if (cmd?.command === 'ls-refs') {
-      ctx.outcome.cmd = 'ls-refs'
-      await handleLsRefs(ctx, deps, read, cmd.capabilities, cmd.args)
+  const verdict = await deps.access.checkUploadPack(repo, credential, header(request.headers['user-agent']), ctx.signal)
+  if (verdict.kind === 'refused') {
+    // The body was never read: close the connection rather than read it now.
+    relayRefusal(ctx, verdict.refusal, true)
+    return
+  }
+  if (verdict.kind === 'unproven') {
+    await passThrough(ctx, deps.upstream)
+    return
+  }
+  const lease = new BodyLease(deps.budget)
+  try {
+    const read = await readRequestBody(request, {
+      limit: MAX_CACHEABLE_REQUEST,
+      contentEncoding: header(request.headers['content-encoding']),
+      lease,
+      signal: ctx.signal,
+    })
+    if (read.kind === 'too-large') {
+      deps.store.recordBypass(repo, 'upload-pack')
+      await passThroughStream(ctx, deps.upstream, Readable.from(concatStreams(read.head, read.rest)))
       return
     }
-    if (cmd?.command === 'fetch') ctx.outcome.cmd = 'fetch'
+    const forward = { repo, search: ctx.search, headers: forwardRequestHeaders(request.headers), body: read.raw }
+    const fetchUpstream = (signal: AbortSignal): Promise<Readable> =>
+      postUploadPack(deps.upstream, forward, signal).catch((err: unknown) => {
+        if (err instanceof UpstreamRefusedError) deps.access.reject(repo, credential, 'upload-pack')
+        throw err
+      })
+    const fallback = (): Promise<void> => passThrough(ctx, deps.upstream, read.raw)
+    if (ctx.version === 2) {
+      let cmd
+      try {
+        cmd = parseCommandRequestV2(read.decoded)
+      } catch {
+        cmd = null
+      }
+      if (cmd?.command === 'ls-refs') {
+        ctx.outcome.cmd = 'ls-refs'
+        const decision = decideLsRefs(repo, cmd.capabilities, cmd.args)
+        if (!decision.cacheable || !deps.refs.enabledFor('HTTP')) {
+          await fallback()
+          return
+        }
+        if (sendHot(ctx, deps, decision.key, 'upload-pack', RESULT_HEADERS)) return
+        const answer = await deps.refs.serve({ repo, key: decision.key, front: 'HTTP', expect: { kind: 'pkt-lines' }, fetchUpstream })
+        await respond(ctx, deps, answer, RESULT_HEADERS, fallback)
+        return
+      }
+      if (cmd?.command === 'fetch') ctx.outcome.cmd = 'fetch'
+    }
+    let answer
+    try {
+      answer = await deps.uploadPack.serve({ repo, version: ctx.version, body: read.decoded, front: 'HTTP', fetchUpstream })
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err
+      // Our parser refused the request: let the upstream, the authority on
+      // its own protocol, answer it.
+      deps.log.info({ repo, err: { code: err.code, message: err.message } }, 'unparsed upload-pack request passed through')
+      await fallback()
+      return
+    }
+    await respond(ctx, deps, answer, RESULT_HEADERS, fallback)
+  } finally {
+    lease.release()
   }
-  let answer
-  try {
-    answer = await deps.uploadPack.serve({
-      repo,
-      version: ctx.version,
-      body: read.decoded,
-      front: 'HTTP',
-      authorize: () => deps.uploadPack.authorizeHttp(repo, header(request.headers.authorization) ?? null, headers),
-      fetchUpstream: (signal) => postUploadPack(deps.upstream, repo, headers, read.raw, signal),
-    })
-  } catch (err) {
-    if (!(err instanceof ProtocolError)) throw err
-    // Our parser refused the request: let the upstream, the authority on
-    // its own protocol, answer it.
-    deps.log.info({ repo: ctx.route.repo, err: { code: err.code, message: err.message } }, 'unparsed upload-pack request passed through')
-    await passThrough(ctx, deps.upstream, read.raw)
-    return
-  }
-  await respond(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
 }
 
-/** Act on a cache service's answer: pass through, relay a refusal, or send the body. */
+/** Act on a cache service's answer: pass through, or send the body. */
 async function respond(
   ctx: GitHttpContext,
   deps: HttpCacheDeps,
@@ -124,9 +172,6 @@ async function respond(
       ctx.outcome.cache = 'bypass'
       await passThroughFallback()
       return
-    case 'refused':
-      await relay(ctx, answer.response)
-      return
     case 'body':
       await sendCached(ctx, deps, answer, headers, passThroughFallback)
       return
@@ -135,10 +180,13 @@ async function respond(
 
 /**
  * Send a cache answer (hit, miss or join). Nothing is sent before its first
- * byte exists: if the fill fails first, an upstream failure (refusal,
- * error status, busy) keeps its HTTP status, while a cache fault (disk full,
- * unwritable directory) degrades to `fallback`, the request passed through
- * (DESIGN §3.5). After the first byte a failure cuts the connection.
+ * byte exists: if the fill fails first, a refusal of the filling client's
+ * credential reaches that client unchanged (a client that joined the fill
+ * asks the upstream itself instead: its own credential decides), another
+ * upstream failure (error status, busy) keeps its HTTP status, and a cache
+ * fault (disk full, unwritable directory) degrades to `fallback`, the
+ * request passed through (DESIGN §3.5). After the first byte a failure cuts
+ * the connection.
  */
 async function sendCached(
   ctx: GitHttpContext,
@@ -155,9 +203,14 @@ async function sendCached(
   const err = await firstByte(answer.body)
   if (err !== null) {
     answer.body.destroy()
-    const upstreamCause = findCause(err, (e) => e instanceof UpstreamError || e instanceof BusyError)
+    const refusal = findCause(err, (e) => e instanceof UpstreamRefusedError)
+    if (refusal instanceof UpstreamRefusedError && answer.how === 'miss') {
+      relayRefusal(ctx, refusal, false)
+      return
+    }
+    const upstreamCause = refusal === null ? findCause(err, (e) => e instanceof UpstreamError || e instanceof BusyError) : null
     if (upstreamCause !== null) throw upstreamCause
-    deps.log.warn({ repo: ctx.route.repo, err }, 'cache failed before the first byte: passing the request through')
+    if (refusal === null) deps.log.warn({ repo: ctx.route.repo, err }, 'cache failed before the first byte: passing the request through')
     ctx.outcome.cache = 'bypass'
     await fallback()
     return
@@ -168,13 +221,13 @@ async function sendCached(
 }
 
 /**
- * A cached poll's whole path: a ref entry in memory, for a credential the
- * upstream accepted (DESIGN §3.1), sent in one write. False when either is
- * missing: the caller goes the long way.
+ * A cached ref answer's whole path: an entry in memory, for a credential
+ * the upstream accepted in `scope` (DESIGN §3.1), sent in one write. False
+ * when either is missing: the caller goes the long way.
  */
-function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, credential: string | null, headers: Record<string, string>): boolean {
+function sendHot(ctx: GitHttpContext, deps: HttpCacheDeps, key: string, scope: AccessScope, headers: Record<string, string>): boolean {
   const repo = ctx.route.repo
-  if (!deps.authMemo.isAccepted(repo, credential)) return false
+  if (!deps.access.isAccepted(repo, ctx.credential, scope)) return false
   const body = deps.refs.hotHit(repo, key, 'HTTP')
   if (body === undefined) return false
   sendInMemory(ctx, 'hit', headers, body)
@@ -197,28 +250,35 @@ function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
   return null
 }
 
-async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
-  const { route, request } = ctx
-  const repo = route.repo
-  const service = route.endpoint.kind === 'advertisement' ? route.endpoint.service : 'git-upload-pack'
-  const credential = header(request.headers.authorization) ?? null
-  const refsOn = service === 'git-upload-pack' && deps.refs.enabledFor('HTTP')
-  const key = refsOn ? advertisementKey(repo, ctx.version) : ''
-  if (refsOn && sendHot(ctx, deps, key, credential, ADVERTISEMENT_HEADERS)) return
+/** What a ref advertisement request needs to go upstream again. */
+interface AdvertisementRequest {
+  repo: RepoPath
+  headers: Record<string, string>
+}
 
-  const search = splitRawUrl(request.url ?? '/').search
-  const headers = forwardRequestHeaders(request.headers)
+async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
+  const { credential } = ctx
+  const repo = ctx.route.repo
+  const refsOn = credential.cacheable && deps.refs.enabledFor('HTTP')
+  const key = advertisementKey(repo, ctx.version)
+  if (refsOn && sendHot(ctx, deps, key, 'info-refs', ADVERTISEMENT_HEADERS)) return
+
+  const req: AdvertisementRequest = { repo, headers: forwardRequestHeaders(ctx.request.headers) }
   // From the ref cache, for credentials already accepted. An unknown
-  // credential goes upstream below: that request is its authorization check
-  // (and concurrent requests with the same credential wait for its verdict).
-  if (refsOn && (await deps.authMemo.settled(repo, credential))) {
+  // credential goes upstream below: that request is its access check (and
+  // concurrent requests with the same credential wait for its verdict).
+  if (refsOn && (await deps.access.settled(repo, credential, 'info-refs'))) {
     const answer = await deps.refs.serve({
       repo,
       key,
       front: 'HTTP',
-      authorize: async () => null,
+      expect: { kind: 'advertisement', form: 'http', version: ctx.version },
       fetchUpstream: async (signal) => {
-        const res = await getAdvertisement(deps.upstream, repo, search, headers, signal)
+        const res = await getAdvertisement(ctx, deps, req, signal)
+        if (isRefusal(res.statusCode)) {
+          deps.access.reject(repo, credential, 'info-refs')
+          throw await refusalOf(res)
+        }
         if (res.statusCode !== 200 || !isAdvertisement(res)) {
           res.body.resume()
           throw new UpstreamStatusError(res.statusCode, '')
@@ -227,117 +287,116 @@ async function handleAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps): Pr
       },
     })
     if (answer.kind === 'body') {
-      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () => advertiseFromUpstream(ctx, deps, { repo, service, search, headers, credential }, null, false))
-      return
-    }
-    if (answer.kind === 'refused') {
-      await relay(ctx, answer.response)
+      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () => advertiseFromUpstream(ctx, deps, req, null, false))
       return
     }
   }
 
-  const endCheck = deps.authMemo.beginCheck(repo, credential)
+  const endCheck = deps.access.beginCheck(repo, credential, 'info-refs')
   try {
-    await advertiseFromUpstream(ctx, deps, { repo, service, search, headers, credential }, endCheck)
+    await advertiseFromUpstream(ctx, deps, req, endCheck, refsOn)
   } finally {
     endCheck?.()
   }
 }
 
 /**
- * The upstream's answer to this client's GET, which is also its credential's
- * authorization check. `endCheck` releases the requests waiting on that
- * check: it runs once the answer filled (or joined) the ref cache, so they
- * find the entry instead of asking the upstream again.
+ * The upstream's answer to this client's GET, which is also its
+ * credential's access check: accepted once the answer has parsed whole as
+ * an advertisement. `endCheck` releases the requests waiting on that check
+ * once it is decided; with `useCache`, the answer fills the ref cache too,
+ * so a poll costs the upstream one request per TTL.
  */
 async function advertiseFromUpstream(
   ctx: GitHttpContext,
   deps: HttpCacheDeps,
-  req: { repo: RepoPath; service: string; search: string; headers: Record<string, string>; credential: string | null },
+  req: AdvertisementRequest,
   endCheck: (() => void) | null,
-  useCache = true,
+  useCache: boolean,
 ): Promise<void> {
   const { repo } = req
-  const res = await getAdvertisement(deps.upstream, repo, req.search, req.headers, ctx.signal)
-  if (res.statusCode !== 200 || req.service !== 'git-upload-pack' || !isAdvertisement(res)) {
+  const res = await getAdvertisement(ctx, deps, req, ctx.signal)
+  if (res.statusCode !== 200 || !isAdvertisement(res)) {
+    // A refusal reaches git unchanged; anything else (a sign-in page, a
+    // redirect) proves nothing and is relayed as it is.
+    if (isRefusal(res.statusCode)) deps.access.reject(repo, ctx.credential, 'info-refs')
     await relay(ctx, res)
     return
   }
-  deps.authMemo.accept(repo, req.credential)
-  const filtered = await filterAdvertisement(res.body)
-  if (useCache && deps.refs.enabledFor('HTTP')) {
-    // This answer was the credential's authorization check; let it fill the
-    // ref cache too, so a poll costs the upstream one request per TTL.
+  const proven = proveAdvertisement(await filterAdvertisement(res.body), () => {
+    deps.access.accept(repo, ctx.credential, 'info-refs')
+    endCheck?.()
+  }, () => endCheck?.())
+  if (useCache) {
     const answer = await deps.refs.serve({
       repo,
       key: advertisementKey(repo, ctx.version),
       front: 'HTTP',
-      authorize: async () => null,
-      fetchUpstream: async () => filtered,
+      expect: { kind: 'advertisement', form: 'http', version: ctx.version },
+      fetchUpstream: async () => proven,
     })
-    endCheck?.()
     if (answer.kind === 'body') {
-      // A hit or a join never read `filtered`: release the upstream answer.
-      answer.body.once('close', () => filtered.destroy())
-      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () =>
-        advertiseFromUpstream(ctx, deps, req, null, false),
-      )
+      if (answer.how !== 'miss') {
+        // Another fill answers this client: its own upstream answer is
+        // still read through the check, so that its credential counts.
+        void pipeline(proven, discard()).catch(() => undefined) // its failure only means no acceptance
+      }
+      await sendCached(ctx, deps, answer, ADVERTISEMENT_HEADERS, () => advertiseFromUpstream(ctx, deps, req, null, false))
       return
     }
   }
-  endCheck?.()
   const relayed = relayResponseHeaders(res.headers)
   delete relayed['content-length']
   ctx.outcome.status = 200
-  ctx.outcome.bytes = await streamResponse(ctx.res, 200, relayed, filtered, ctx.signal)
+  ctx.outcome.bytes = await streamResponse(ctx.res, 200, relayed, proven, ctx.signal)
 }
 
-function getAdvertisement(
-  upstream: HttpUpstream,
-  repo: RepoPath,
-  search: string,
-  headers: Record<string, string>,
-  signal: AbortSignal,
-): Promise<UpstreamResponse> {
-  return upstream.request({ method: 'GET', repo, subPath: `info/refs${search}`, headers, signal })
+/**
+ * `body` passed on unchanged; `onValid` once it has ended as a whole,
+ * well-formed advertisement, `onDone` once it has ended any other way.
+ */
+function proveAdvertisement(body: Readable, onValid: () => void, onDone: () => void): Readable {
+  const checker = new AdvertisementChecker('http')
+  let settled = false
+  const settle = (valid: boolean): void => {
+    if (settled) return
+    settled = true
+    if (valid) onValid()
+    else onDone()
+  }
+  const check = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      checker.push(chunk)
+      cb(null, chunk)
+    },
+    flush(cb) {
+      settle(checker.finish().ok)
+      cb()
+    },
+  })
+  check.once('close', () => {
+    settle(false)
+  })
+  // Callback pipeline: returns the last stream and destroys both on error.
+  return pipelineCallback(body, check, () => {
+    // Errors reach the consumer through the returned stream.
+  })
+}
+
+function discard(): Writable {
+  return new Writable({
+    write(_chunk, _enc, cb) {
+      cb()
+    },
+  })
+}
+
+function getAdvertisement(ctx: GitHttpContext, deps: HttpCacheDeps, req: AdvertisementRequest, signal: AbortSignal): Promise<UpstreamResponse> {
+  return deps.upstream.request({ method: 'GET', repo: req.repo, subPath: `info/refs${ctx.search}`, headers: req.headers, signal })
 }
 
 function isAdvertisement(res: UpstreamResponse): boolean {
   return String(res.headers['content-type'] ?? '') === 'application/x-git-upload-pack-advertisement'
-}
-
-const ADVERTISEMENT_HEADERS: Record<string, string> = {
-  'content-type': 'application/x-git-upload-pack-advertisement',
-  'cache-control': 'no-cache, max-age=0, must-revalidate',
-  pragma: 'no-cache',
-  expires: 'Fri, 01 Jan 1980 00:00:00 GMT',
-}
-
-/** A v2 `ls-refs` POST: from the ref cache when enabled and cacheable, else through. */
-async function handleLsRefs(
-  ctx: GitHttpContext,
-  deps: HttpCacheDeps,
-  read: { raw: Buffer },
-  capabilities: string[],
-  args: string[],
-): Promise<void> {
-  const repo = ctx.route.repo
-  const decision = decideLsRefs(repo, capabilities, args)
-  if (!decision.cacheable || !deps.refs.enabledFor('HTTP')) {
-    await passThrough(ctx, deps.upstream, read.raw)
-    return
-  }
-  const credential = header(ctx.request.headers.authorization) ?? null
-  if (sendHot(ctx, deps, decision.key, credential, RESULT_HEADERS)) return
-  const headers = forwardRequestHeaders(ctx.request.headers)
-  const answer = await deps.refs.serve({
-    repo,
-    key: decision.key,
-    front: 'HTTP',
-    authorize: () => deps.uploadPack.authorizeHttp(repo, credential, headers),
-    fetchUpstream: (signal) => postUploadPack(deps.upstream, repo, headers, read.raw, signal),
-  })
-  await respond(ctx, deps, answer, RESULT_HEADERS, () => passThrough(ctx, deps.upstream, read.raw))
 }
 
 async function handleReceivePack(ctx: GitHttpContext, deps: HttpCacheDeps): Promise<void> {
@@ -359,13 +418,23 @@ async function relay(ctx: GitHttpContext, res: UpstreamResponse): Promise<void> 
   ctx.outcome.bytes = await streamResponse(ctx.res, res.statusCode, relayResponseHeaders(res.headers), res.body, ctx.signal)
 }
 
+/** The upstream's refusal, unchanged (WWW-Authenticate and body included). */
+function relayRefusal(ctx: GitHttpContext, refusal: UpstreamRefusedError, closeConnection: boolean): void {
+  ctx.outcome.status = refusal.status
+  ctx.outcome.bytes = refusal.body.length
+  const headers: Record<string, string | string[]> = { ...refusal.headers, 'content-length': String(refusal.body.length) }
+  if (closeConnection) headers['connection'] = 'close'
+  ctx.res.writeHead(refusal.status, headers)
+  ctx.res.end(refusal.body)
+}
+
 async function passThroughStream(ctx: GitHttpContext, upstream: HttpUpstream, body: Readable): Promise<void> {
   const headers = forwardRequestHeaders(ctx.request.headers)
   delete headers['content-length']
   const res = await upstream.request({
     method: 'POST',
     repo: ctx.route.repo,
-    subPath: 'git-upload-pack',
+    subPath: `git-upload-pack${ctx.search}`,
     headers,
     body,
     signal: ctx.signal,

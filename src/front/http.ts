@@ -4,9 +4,13 @@
  * response: bodies stream as they come, and nothing parses them on the way.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { TLSSocket } from 'node:tls'
 import { ProtocolError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
+import { gitProtocolVersion, type ProtocolVersion } from '../protocol/git-protocol-header.js'
+import { credentialOf, type Credential } from '../service/credential.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream } from '../upstream/http.js'
+import { guardBody, type BodyPace } from './body-guard.js'
 import { classifyGitRequest, type GitRoute } from './git-route.js'
 import { ClientGone, failResponse, streamResponse } from './http-response.js'
 
@@ -17,6 +21,10 @@ export interface GitHttpOptions {
   handlers?: GitRouteHandler
   /** Told of every finished Git request (the fields of its log line), for metrics. */
   onRequestDone?: (o: GitRequestOutcome & { proto: string }) => void
+  /** `auth.credential-headers` (DESIGN §3.1). */
+  credentialHeaders: readonly string[]
+  /** Deadlines for request bodies (DESIGN §3.9). */
+  bodyPace: BodyPace
 }
 
 /** What one Git request did: the fields of its log line (DESIGN §9). */
@@ -33,8 +41,12 @@ export interface GitHttpContext {
   res: ServerResponse
   /** Fires when the client hangs up before its response finished; made on first use. */
   readonly signal: AbortSignal
-  /** Protocol version asked for by the client's `Git-Protocol` header (0 when absent). */
-  version: 0 | 1 | 2
+  /** Protocol version asked for by the client's `Git-Protocol` header, read as git reads it (0 when absent). */
+  version: ProtocolVersion
+  /** The raw query string, with its `?` (or ''). */
+  search: string
+  /** Everything the upstream could authenticate this request by (DESIGN §3.1). */
+  credential: Credential
   outcome: GitRequestOutcome
 }
 
@@ -80,7 +92,7 @@ export class GitHttpFront {
       res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end('proxy shutting down\n')
       return true
     }
-    this.#serve(req, res, route).catch((err: unknown) => {
+    this.#serve(req, res, route, url.search).catch((err: unknown) => {
       this.#opts.log.error({ err, repo: route.repo }, 'git request handler failed')
       res.destroy()
     })
@@ -92,7 +104,7 @@ export class GitHttpFront {
     this.#closing = true
   }
 
-  async #serve(request: IncomingMessage, res: ServerResponse, route: GitRoute): Promise<void> {
+  async #serve(request: IncomingMessage, res: ServerResponse, route: GitRoute, search: string): Promise<void> {
     const opts = this.#opts
     const started = performance.now()
     const gone = new ClientGone(res)
@@ -103,9 +115,24 @@ export class GitHttpFront {
       get signal() {
         return gone.signal
       },
-      version: protocolVersion(request.headers['git-protocol']),
+      version: gitProtocolVersion(request.headers['git-protocol']),
+      search,
+      credential: credentialOf({
+        headers: request.headers,
+        search,
+        credentialHeaders: opts.credentialHeaders,
+        tlsClientCertificate: hasClientCertificate(request),
+      }),
       outcome: { cache: 'bypass', cmd: commandName(route), status: 0, bytes: 0 },
     }
+    const stopGuard =
+      request.method === 'POST'
+        ? guardBody(request, opts.bodyPace, (why) => {
+            opts.log.info({ repo: route.repo, reason: why }, 'slow request body cut')
+            if (!res.headersSent) res.writeHead(408, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end(`${why}\n`)
+            request.socket.destroy()
+          })
+        : null
     try {
       const taken = (await opts.handlers?.(ctx)) ?? false
       if (!taken) await passThrough(ctx, opts.upstream)
@@ -114,6 +141,7 @@ export class GitHttpFront {
       if (!gone.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
       failResponse(res, e)
     } finally {
+      stopGuard?.()
       opts.onRequestDone?.({ ...ctx.outcome, status: ctx.outcome.status || res.statusCode, proto: 'http' })
       opts.log.info(
         {
@@ -143,8 +171,7 @@ export async function passThrough(
   onResponse?: (status: number) => Promise<void>,
 ): Promise<void> {
   const { route, request } = ctx
-  const url = splitRawUrl(request.url ?? '/')
-  const sub = route.endpoint.kind === 'dumb' ? route.endpoint.subPath : subPathOf(route)
+  const sub = subPathOf(route)
   const method = request.method === 'POST' ? 'POST' : request.method === 'HEAD' ? 'HEAD' : 'GET'
   const headers = forwardRequestHeaders(request.headers)
   if (body !== undefined) {
@@ -154,7 +181,8 @@ export async function passThrough(
   const upstreamRes = await upstream.request({
     method,
     repo: route.repo,
-    subPath: sub + (route.endpoint.kind === 'advertisement' ? url.search : ''),
+    // The query string goes along on every request: an upstream may read credentials from it.
+    subPath: sub + ctx.search,
     headers,
     body: method === 'POST' ? (body ?? request) : null,
     signal: ctx.signal,
@@ -209,14 +237,8 @@ function commandName(route: GitRoute): string {
   }
 }
 
-/** `Git-Protocol: version=2` (possibly among other `key=value` pairs joined by `:`). */
-export function protocolVersion(header: string | string[] | undefined): 0 | 1 | 2 {
-  const text = Array.isArray(header) ? header.join(':') : (header ?? '')
-  let version: 0 | 1 | 2 = 0
-  for (const part of text.split(':')) {
-    const m = /^\s*version=(\d+)\s*$/.exec(part)
-    if (m?.[1] === '2') version = 2
-    else if (m?.[1] === '1' && version < 1) version = 1
-  }
-  return version
+/** Whether the client presented a TLS certificate (the proxy cannot key that credential). */
+function hasClientCertificate(request: IncomingMessage): boolean {
+  const socket = request.socket
+  return socket instanceof TLSSocket && Object.keys(socket.getPeerCertificate()).length > 0
 }

@@ -1,24 +1,32 @@
 /**
  * Read a (small) Git request body whole, for parsing: upload-pack requests
- * are a few KB up to a few MB (25,000 wants ≈ 1.25 MB). Bodies over the
- * limit are not read: the caller streams them through uncached. gzip bodies
- * (git sends them over 1 KB) are decoded with the same limit on the output,
- * so a gzip bomb costs at most `limit` bytes.
+ * are a few KB up to a few MB (25,000 wants ≈ 1.25 MB). Called only once the
+ * client's credential was accepted (DESIGN §3.1: nothing is buffered or
+ * decompressed before that). Every byte held, raw and gunzipped, is taken
+ * from the request's share of the body-memory budget (§3.9). Bodies over
+ * the limit are not read further: the caller streams them through uncached.
+ * A gzip body that expands beyond the limit is not decoded further either
+ * (a gzip bomb costs at most `limit` bytes): it too passes through as sent.
  */
 import type { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { ProtocolError } from '../errors.js'
+import type { BodyLease } from './body-budget.js'
 
 export type BodyRead =
   /** `raw` is what the client sent (to forward as is), `decoded` the plain pkt-lines. */
   | { kind: 'complete'; raw: Buffer; decoded: Buffer }
-  /** Too large: `head` was consumed already and must be sent before `rest`. */
+  /** Too large to cache: `head` was consumed already and must be sent before `rest`. */
   | { kind: 'too-large'; head: Buffer; rest: Readable }
 
-export async function readRequestBody(
-  stream: Readable,
-  opts: { limit: number; contentEncoding: string | undefined },
-): Promise<BodyRead> {
+export interface BodyReadOptions {
+  limit: number
+  contentEncoding: string | undefined
+  lease: BodyLease
+  signal?: AbortSignal
+}
+
+export async function readRequestBody(stream: Readable, opts: BodyReadOptions): Promise<BodyRead> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of stream) {
@@ -29,17 +37,21 @@ export async function readRequestBody(
       stream.pause()
       return { kind: 'too-large', head: Buffer.concat(chunks), rest: stream }
     }
+    await opts.lease.take(buf.length, opts.signal)
   }
   const raw = Buffer.concat(chunks)
   const encoding = (opts.contentEncoding ?? '').trim().toLowerCase()
   if (encoding === '' || encoding === 'identity') return { kind: 'complete', raw, decoded: raw }
   if (encoding === 'gzip' || encoding === 'x-gzip') {
-    return { kind: 'complete', raw, decoded: await gunzipLimited(raw, opts.limit) }
+    const decoded = await gunzipLimited(raw, opts)
+    // Expanding beyond the limit: forwarded as sent (the stream has ended).
+    return decoded === null ? { kind: 'too-large', head: raw, rest: stream } : { kind: 'complete', raw, decoded }
   }
   throw new ProtocolError('ERR_PROTOCOL_BAD_ENCODING', `unsupported Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}`)
 }
 
-async function gunzipLimited(raw: Buffer, limit: number): Promise<Buffer> {
+/** The gunzipped body, or null when it expands beyond the limit. */
+async function gunzipLimited(raw: Buffer, opts: BodyReadOptions): Promise<Buffer | null> {
   const gunzip = createGunzip()
   const out: Buffer[] = []
   let size = 0
@@ -48,15 +60,22 @@ async function gunzipLimited(raw: Buffer, limit: number): Promise<Buffer> {
     for await (const chunk of gunzip) {
       const buf = chunk as Buffer // zlib streams yield Buffers
       size += buf.length
-      if (size > limit) {
+      if (size > opts.limit) {
         gunzip.destroy()
-        throw new ProtocolError('ERR_PROTOCOL_TOO_LARGE', `gzip request body expands beyond ${limit} bytes`)
+        return null
       }
+      await opts.lease.take(buf.length, opts.signal)
       out.push(buf)
     }
   } catch (err) {
-    if (err instanceof ProtocolError) throw err
+    gunzip.destroy()
+    if (err instanceof ProtocolError || !isZlibError(err)) throw err
     throw new ProtocolError('ERR_PROTOCOL_BAD_GZIP', 'request body is not valid gzip', { cause: err })
   }
   return Buffer.concat(out)
 }
+
+function isZlibError(err: unknown): boolean {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('Z_')
+}
+

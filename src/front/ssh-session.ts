@@ -47,7 +47,6 @@ import { pipeline } from 'node:stream/promises'
 import type { ServerChannel } from 'ssh2'
 import { ProtocolError, ProxyError, UpstreamError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
-import type { AuthMemo } from '../cache/auth-memo.js'
 import type { CacheStore } from '../cache/store.js'
 import { EntryReader } from '../cache/entry-reader.js'
 import { createHash } from 'node:crypto'
@@ -58,6 +57,9 @@ import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { filterCapabilityAdvertisementV2 } from '../protocol/v2/capability-advertisement.js'
 import { parseCommandRequestV2, type CommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
+import type { Access } from '../service/access.js'
+import { SSH_UPSTREAM_KEY } from '../service/credential.js'
+import { gitProtocolVersion, type ProtocolVersion } from '../protocol/git-protocol-header.js'
 import type { RefsService } from '../service/refs.js'
 import type { UploadPackAnswer, UploadPackService } from '../service/upload-pack.js'
 import type { SshUpstream, UpstreamExec } from '../upstream/ssh.js'
@@ -66,8 +68,6 @@ import { copyEntry } from './copy-entry.js'
 import { firstByte } from './http-response.js'
 import { concatFrames, MAX_SECTION, PktReader, send } from './ssh-io.js'
 
-/** The AuthMemo's name for "the proxy's own upstream key" (never a valid HTTP header value). */
-export const SSH_UPSTREAM_CREDENTIAL = '\0ssh-upstream-key'
 
 const STRIPPED_V1: ReadonlySet<string> = new Set([...STRIPPED_CAPABILITIES, ...STRIPPED_FETCH_FEATURES])
 const DONE = Buffer.from('0009done\n')
@@ -84,22 +84,13 @@ export function sshAdvertisementKey(repo: string, version: 0 | 1 | 2): string {
     .digest('hex')
 }
 
-/** The version a GIT_PROTOCOL value asks for, as upload-pack reads it: the highest known `version=N`. */
-export function requestedVersion(gitProtocol: string | null): 0 | 1 | 2 {
-  let version: 0 | 1 | 2 = 0
-  for (const item of (gitProtocol ?? '').split(':')) {
-    if (item === 'version=2') version = 2
-    else if (item === 'version=1' && version < 1) version = 1
-  }
-  return version
-}
 
 export interface GitSessionDeps {
   upstream: SshUpstream
   uploadPack: UploadPackService
   refs: RefsService
   store: CacheStore
-  authMemo: AuthMemo
+  access: Access
   allowPush: boolean
   log: Log
 }
@@ -157,6 +148,11 @@ class GitSession {
     this.#ch.once('close', () => {
       this.#abort.abort(new Error('the client closed the SSH channel'))
     })
+  }
+
+  /** The version the client asked for (GIT_PROTOCOL), read as upload-pack reads it. */
+  get #requested(): ProtocolVersion {
+    return gitProtocolVersion(this.#x.gitProtocol)
   }
 
   get #signal(): AbortSignal {
@@ -225,18 +221,18 @@ class GitSession {
    * key was checked before the session). Null: ask the upstream live.
    */
   async #cachedAdvertisement(): Promise<Buffer | null> {
-    const { refs, authMemo, log } = this.#d
+    const { refs, access, log } = this.#d
     const { repo } = this.#x
     if (!refs.enabledFor('SSH')) return null
     // A check running for the proxy's key (another session's live
     // advertisement) fills the entry: wait for it rather than ask again.
-    if (!(await authMemo.settled(repo, SSH_UPSTREAM_CREDENTIAL))) return null
+    if (!(await access.settled(repo, SSH_UPSTREAM_KEY, 'ssh'))) return null
     try {
       const answer = await refs.serve({
         repo,
-        key: sshAdvertisementKey(repo, requestedVersion(this.#x.gitProtocol)),
+        key: sshAdvertisementKey(repo, this.#requested),
         front: 'SSH',
-        authorize: async () => null, // checked just above
+        expect: { kind: 'advertisement', form: 'ssh', version: this.#requested },
         fetchUpstream: (signal) => this.#fetchAdvertisement(signal),
       })
       if (answer.kind !== 'body') return null
@@ -259,10 +255,10 @@ class GitSession {
    * its stderr reached the client and its exit status ended the session.
    */
   async #liveAdvertisement(): Promise<Buffer | null> {
-    const { refs, authMemo, log } = this.#d
+    const { refs, access, log } = this.#d
     const { repo } = this.#x
     const refsOn = refs.enabledFor('SSH')
-    const endCheck = refsOn ? authMemo.beginCheck(repo, SSH_UPSTREAM_CREDENTIAL) : null
+    const endCheck = refsOn ? access.beginCheck(repo, SSH_UPSTREAM_KEY, 'ssh') : null
     try {
       if ((await this.#ensureUp()) === null) return null
       const filtered = this.#liveFiltered
@@ -271,9 +267,9 @@ class GitSession {
         try {
           const answer = await refs.serve({
             repo,
-            key: sshAdvertisementKey(repo, requestedVersion(this.#x.gitProtocol)),
+            key: sshAdvertisementKey(repo, this.#requested),
             front: 'SSH',
-            authorize: async () => null, // this very answer was the check
+            expect: { kind: 'advertisement', form: 'ssh', version: this.#requested },
             fetchUpstream: async () => Readable.from([filtered]),
           })
           // The client gets the live answer (session A speaks for it); the
@@ -292,7 +288,7 @@ class GitSession {
 
   /** A ref-cache fill: an upstream exec read up to its advertisement's flush, filtered, then closed. */
   async #fetchAdvertisement(signal: AbortSignal): Promise<Readable> {
-    const { upstream, authMemo } = this.#d
+    const { upstream, access } = this.#d
     const up = await upstream.exec(upstream.commandFor('git-upload-pack', this.#x.upstreamPath), this.#protocolEnv())
     const stderr = keepStderr(up)
     const onAbort = (): void => {
@@ -303,11 +299,11 @@ class GitSession {
       const adv = await new PktReader(up.channel).untilFlush()
       if (adv === null) {
         const code = await up.exit
-        authMemo.reject(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+        access.reject(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
         const text = stderr().trim()
         throw new UpstreamError('ERR_UPSTREAM_SSH', `upstream upload-pack sent no advertisement (exit ${code ?? 'none'})${text === '' ? '' : `: ${text}`}`)
       }
-      authMemo.accept(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+      access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
       return Readable.from([await filterSshAdvertisement(adv)])
     } finally {
       signal.removeEventListener('abort', onAbort)
@@ -452,8 +448,13 @@ class GitSession {
 
   /** The cached (or being-filled) answer, or null when the request must pass through. */
   async #serve(version: 0 | 1 | 2, body: Buffer): Promise<Extract<UploadPackAnswer, { kind: 'body' }> | null> {
-    const { uploadPack, authMemo } = this.#d
+    const { uploadPack, access } = this.#d
     const { repo } = this.#x
+    // DESIGN §3.1 for SSH: the client's key was checked against its repos=
+    // globs before the session started; the proxy's upstream key must have
+    // read this repository within auth.ttl (this session's own
+    // advertisement recorded it). Unknown: the live upstream answers.
+    if (!access.isAccepted(repo, SSH_UPSTREAM_KEY, 'ssh')) return null
     let answer: UploadPackAnswer
     try {
       answer = await uploadPack.serve({
@@ -461,16 +462,6 @@ class GitSession {
         version,
         body,
         front: 'SSH',
-        authorize: async () => {
-          // DESIGN §3.1 for SSH: the client's key was checked against its
-          // repos= globs before the session started; the proxy's upstream
-          // key must have read this repository within auth.ttl (this
-          // session's own advertisement recorded it).
-          if (authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) return null
-          throw new UpstreamError('ERR_UPSTREAM_AUTH', 'the upstream no longer accepts the proxy for this repository', {
-            statusCode: 403,
-          })
-        },
         fetchUpstream: (signal) => this.#fill(version, body, signal),
       })
     } catch (err) {
@@ -482,10 +473,6 @@ class GitSession {
       this.#outcome.cache = answer.how
       return answer
     }
-    if (answer.kind === 'refused') {
-      answer.response.body.resume()
-      throw new UpstreamError('ERR_UPSTREAM_AUTH', 'the upstream refused access to this repository', { statusCode: 403 })
-    }
     return null
   }
 
@@ -496,18 +483,18 @@ class GitSession {
    * share the entry. Filled by forwarding the command on its own exec.
    */
   async #serveLsRefs(request: Buffer, cmd: CommandRequestV2): Promise<{ body: Readable } | null> {
-    const { refs, authMemo, log } = this.#d
+    const { refs, access, log } = this.#d
     const { repo } = this.#x
     if (!refs.enabledFor('SSH')) return null
     const decision = decideLsRefs(repo, cmd.capabilities, cmd.args)
     // Unknown access (auth.ttl ran out during a long session): session A's
     // answer is the check.
-    if (!decision.cacheable || !authMemo.isAccepted(repo, SSH_UPSTREAM_CREDENTIAL)) return null
+    if (!decision.cacheable || !access.isAccepted(repo, SSH_UPSTREAM_KEY, 'ssh')) return null
     const answer = await refs.serve({
       repo,
       key: decision.key,
       front: 'SSH',
-      authorize: async () => null, // checked just above
+      expect: { kind: 'pkt-lines' },
       // With session A open (its advertisement was this session's access
       // check), it answers the fill: one upstream exec per poll at most.
       fetchUpstream: (signal) => (this.#up === null ? this.#fill(2, request, signal) : this.#lsRefsOnSessionA(request)),
@@ -646,7 +633,7 @@ class GitSession {
       await this.#finish(this.#outcome.status)
       return null
     }
-    this.#d.authMemo.accept(this.#x.repo, SSH_UPSTREAM_CREDENTIAL)
+    this.#d.access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
     this.#liveFiltered = await filterSshAdvertisement(adv)
     if (this.#cachedSent !== null && refLines(this.#cachedSent) !== refLines(this.#liveFiltered)) {
       // The upstream's refs moved since the cached advertisement (a push

@@ -25,7 +25,7 @@ import { runGitSession, type GitSessionDeps } from './ssh-session.js'
 // ssh2 is CommonJS: its exports are properties of the default export under ESM.
 const { Server } = ssh2
 
-/** Time a connection gets to authenticate (OpenSSH's LoginGraceTime is 120 s). */
+/** Longest time a connection gets to authenticate (OpenSSH's LoginGraceTime is 120 s). */
 const AUTH_TIMEOUT_MS = 60_000
 
 export interface SshFrontOptions extends GitSessionDeps {
@@ -36,6 +36,13 @@ export interface SshFrontOptions extends GitSessionDeps {
   authorizedKeysFile: string | null
   /** `upstream.http.path-prefix`: SSH paths are named with it in the cache, as HTTP names them. */
   pathPrefix: string
+  /**
+   * `proxy.http.idle-timeout` (DESIGN §3.9): a connection that has not
+   * authenticated, or has not asked for a command, within it is closed.
+   */
+  idleTimeoutMs: number
+  /** Connections open at most; new ones beyond it are refused at once. */
+  maxConnections: number
   /** Told of every finished Git command (the fields of its log line), for metrics. */
   onRequestDone?: (o: { proto: string; cmd: string; cache: 'hit' | 'miss' | 'join' | 'bypass'; status: number; bytes: number }) => void
 }
@@ -91,6 +98,11 @@ export async function startSshFront(opts: SshFrontOptions): Promise<SshFront> {
 
   const clients = new Set<Connection>()
   const server = new Server({ hostKeys: [opts.hostKey], ident: 'scm-cache-proxy' }, (client, info) => {
+    if (clients.size >= opts.maxConnections) {
+      log.warn({ ip: info.ip, connections: clients.size }, 'ssh front: too many connections, one refused')
+      client.end()
+      return
+    }
     clients.add(client)
     client.once('close', () => clients.delete(client))
     handleConnection(client, info.ip, authorized, opts)
@@ -127,14 +139,16 @@ export async function startSshFront(opts: SshFrontOptions): Promise<SshFront> {
 function handleConnection(client: Connection, ip: string, authorized: AuthorizedKeys, opts: SshFrontOptions): void {
   const log = opts.log
   let identity: AuthorizedKey | null = null
-  // A client that never finishes authenticating does not keep its connection.
-  const authTimer = setTimeout(() => {
-    log.info({ ip }, 'ssh client did not authenticate in time')
+  // A client that never finishes authenticating, or never asks for a
+  // command, does not keep its connection.
+  let waitingFor = 'authenticate'
+  const idleTimer = setTimeout(() => {
+    log.info({ ip, waitingFor }, 'ssh client idle: connection closed')
     client.end()
-  }, AUTH_TIMEOUT_MS)
-  authTimer.unref()
+  }, Math.min(AUTH_TIMEOUT_MS, opts.idleTimeoutMs))
+  idleTimer.unref()
   client.once('close', () => {
-    clearTimeout(authTimer)
+    clearTimeout(idleTimer)
   })
   client.on('authentication', (ctx) => {
     if (ctx.method !== 'publickey') {
@@ -169,7 +183,8 @@ function handleConnection(client: Connection, ip: string, authorized: Authorized
       })
   })
   client.on('ready', () => {
-    clearTimeout(authTimer)
+    waitingFor = 'send a command'
+    idleTimer.refresh()
     client.on('session', (accept) => {
       const session = accept()
       let gitProtocol: string | null = null
@@ -197,6 +212,7 @@ function handleConnection(client: Connection, ip: string, authorized: Authorized
           return
         }
         used = true
+        clearTimeout(idleTimer)
         void runExec(channel, info.command, gitProtocol, identity, opts)
       })
     })

@@ -9,7 +9,10 @@
  *   X-Hub-Signature                          `sha256=<hex>` (Bitbucket Server)
  *   X-Gitlab-Token                           the secret itself (GitLab)
  * A missing or wrong one is 401 and changes nothing. With no
- * `webhook.secret` configured the endpoint does not exist (404).
+ * `webhook.secret` configured the endpoint does not exist (404). A request
+ * that carries none of these headers is refused before its body is read;
+ * the body of the others is read (at most MAX_PAYLOAD bytes) within the
+ * proxy's body-memory budget (DESIGN §3.9), since the signature is over it.
  *
  * Any authenticated notification that names a repository invalidates it:
  * an unneeded invalidation costs one refill, a missed one serves stale refs.
@@ -18,11 +21,15 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Log } from '../logger.js'
 import type { CacheStore } from '../cache/store.js'
+import { ProxyError } from '../errors.js'
+import { BodyLease, type BodyBudget } from './body-budget.js'
 import { toRepoPath, type RepoPath } from '../repository.js'
 
 export interface WebhookOptions {
   secret: string | null
   store: CacheStore
+  /** Request bodies held in memory share it (DESIGN §3.9). */
+  budget: BodyBudget
   /** Path of the upstream's base URL (`/` or `/git/`), stripped from clone URLs. */
   upstreamBasePath: string
   /** `upstream.http.path-prefix`, tried in front of full names (`scm` + `PROJ/app`). */
@@ -30,12 +37,40 @@ export interface WebhookOptions {
   log: Log
 }
 
-const MAX_PAYLOAD = 25 * 1024 * 1024
+/** Push payloads are tens of KB (GitHub, GitLab and Gitea list at most 20 commits). */
+const MAX_PAYLOAD = 4 * 1024 * 1024
+
+const SIGNATURE_HEADERS = ['x-forgejo-signature', 'x-gitea-signature', 'x-hub-signature-256', 'x-hub-signature', 'x-gitlab-token']
 
 export const webhookPlugin: FastifyPluginAsync<WebhookOptions> = async (app, opts) => {
+  const leases = new WeakMap<object, BodyLease>()
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_PAYLOAD }, (_req, body, done) => {
-    done(null, body)
+  app.addContentTypeParser('*', (request, payload, done) => {
+    const lease = new BodyLease(opts.budget)
+    leases.set(request.raw, lease)
+    readPayload(payload, lease).then(
+      (body) => {
+        done(null, body)
+      },
+      (err: unknown) => {
+        done(err instanceof Error ? err : new Error(String(err)), undefined)
+      },
+    )
+  })
+  // Before the body is read: no endpoint, or no signature at all.
+  app.addHook('onRequest', async (request, reply) => {
+    if (opts.secret === null) return sendError(reply, 404, 'webhooks are not configured (webhook.secret is unset)')
+    if (!SIGNATURE_HEADERS.some((name) => request.headers[name] !== undefined)) {
+      opts.log.warn({ reason: 'no signature header', ip: request.ip }, 'webhook refused')
+      return sendError(reply.header('connection', 'close'), 401, 'no signature header')
+    }
+    return undefined
+  })
+  app.addHook('onResponse', async (request) => {
+    leases.get(request.raw)?.release()
+  })
+  app.addHook('onRequestAbort', async (request) => {
+    leases.get(request.raw)?.release()
   })
 
   app.post('/webhook', async (request: FastifyRequest, reply: FastifyReply) => {
@@ -70,6 +105,22 @@ export const webhookPlugin: FastifyPluginAsync<WebhookOptions> = async (app, opt
     )
     return reply.code(204).send()
   })
+}
+
+/** The whole payload, each chunk taken from the body budget; at most MAX_PAYLOAD bytes. */
+async function readPayload(payload: AsyncIterable<unknown>, lease: BodyLease): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of payload) {
+    const buf = chunk as Buffer // request streams without an encoding yield Buffers
+    size += buf.length
+    if (size > MAX_PAYLOAD) {
+      throw new ProxyError('ERR_PROTOCOL_TOO_LARGE', `webhook payload larger than ${MAX_PAYLOAD} bytes`, { statusCode: 413, expose: true })
+    }
+    await lease.take(buf.length)
+    chunks.push(buf)
+  }
+  return Buffer.concat(chunks)
 }
 
 function sendError(reply: FastifyReply, status: number, message: string): FastifyReply {

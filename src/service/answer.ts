@@ -10,28 +10,23 @@ import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { CacheStore, FillOutcome, OpenRequest } from '../cache/store.js'
 import type { RepoPath } from '../repository.js'
-import type { UpstreamResponse } from '../upstream/http.js'
 
 /** What a cache service answers a front (upload-pack and refs alike). */
 export type CacheAnswer =
   /** Not cacheable, or caching off: the caller streams the request through. */
   | { kind: 'pass'; reason: string }
-  /** The upstream refused the credential: relay this response as is. */
-  | { kind: 'refused'; response: UpstreamResponse }
   /** A body from the cache or a fill. */
   | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: Readable }
 
-/** The transport-specific half of a request, given by the front. */
+/**
+ * The transport-specific half of a request, given by the front. The front
+ * has proven the client's access to `repo` already (service/access.ts,
+ * DESIGN §3.1): the services serve cached answers to whoever they are asked.
+ */
 export interface CacheRequestBase {
   repo: RepoPath
   /** Which front asks: caching can be switched off per front. */
   front: 'HTTP' | 'SSH'
-  /**
-   * Proves the client may read `repo` (DESIGN §3.1): resolves null when it
-   * may, or the upstream's refusal to relay. Runs only for cacheable
-   * requests, before anything is served from the cache.
-   */
-  authorize: () => Promise<UpstreamResponse | null>
   /**
    * Sends the request upstream and resolves with the answer body to store
    * (pkt-lines as the server sends them), or rejects (UpstreamStatusError

@@ -11,8 +11,10 @@
  * 200 without `ERR`.
  */
 import type { Log } from '../logger.js'
-import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
+import { fillChecked, openOrPass, type AnswerChecker, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { CacheStore } from '../cache/store.js'
+import { AdvertisementChecker } from '../protocol/advertisement-check.js'
+import type { ProtocolVersion } from '../protocol/git-protocol-header.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
 import type { Settings } from '../settings.js'
 import type { RepoPath } from '../repository.js'
@@ -20,6 +22,12 @@ import type { RepoPath } from '../repository.js'
 /** `fetchUpstream` resolves with the answer already filtered for what clients may see. */
 export interface RefsRequest extends CacheRequestBase {
   key: string
+  /**
+   * What the answer must be to be stored: an advertisement (in its HTTP or
+   * SSH form) spoken in exactly the version the key is for, or any
+   * well-formed pkt-line answer (`ls-refs`).
+   */
+  expect: { kind: 'advertisement'; form: 'http' | 'ssh'; version: ProtocolVersion } | { kind: 'pkt-lines' }
 }
 
 export type RefsAnswer = CacheAnswer
@@ -54,25 +62,44 @@ export class RefsService {
 
   async serve(req: RefsRequest): Promise<RefsAnswer> {
     if (!this.enabledFor(req.front)) return { kind: 'pass', reason: 'refs caching disabled' }
-    const refused = await req.authorize()
-    if (refused !== null) return { kind: 'refused', response: refused }
     return openOrPass(this.#d.store, this.#d.log, {
       key: req.key,
       kind: 'refs',
       repo: req.repo,
       ttlMs: this.#d.settings.get('refsTtl') * 1000,
       admit: this.#d.admit(),
-      produce: (sink, signal) => {
-        const checker = new PktStreamChecker()
-        const passing = {
-          push: (chunk: Buffer): Buffer => {
-            checker.push(chunk)
-            return chunk
-          },
-          finish: () => checker.finish(),
-        }
-        return fillChecked(req, passing, sink, signal, this.#d.log)
-      },
+      produce: (sink, signal) => fillChecked(req, refsChecker(req.expect), sink, signal, this.#d.log),
     })
+  }
+}
+
+/** The store rule for a ref answer (DESIGN §2): what `expect` says, passing every byte on. */
+function refsChecker(expect: RefsRequest['expect']): AnswerChecker {
+  if (expect.kind === 'pkt-lines') {
+    const checker = new PktStreamChecker()
+    return {
+      push: (chunk) => {
+        checker.push(chunk)
+        return chunk
+      },
+      finish: () => checker.finish(),
+    }
+  }
+  const checker = new AdvertisementChecker(expect.form)
+  return {
+    push: (chunk) => {
+      checker.push(chunk)
+      return chunk
+    },
+    finish: () => {
+      const verdict = checker.finish()
+      if (!verdict.ok) return verdict
+      // Never store an answer under another version than the one spoken:
+      // a v2 key must not hold the v0 answer of an upstream that ignored Git-Protocol.
+      if (verdict.version !== expect.version) {
+        return { ok: false, reason: `the upstream answered in protocol v${verdict.version} to a v${expect.version} request` }
+      }
+      return { ok: true }
+    },
   }
 }

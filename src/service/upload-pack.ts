@@ -4,18 +4,15 @@
  * answer it from the cache, by a single-flight fill from the upstream, or
  * say that it must pass through. The HTTP and SSH fronts both call this.
  *
- * Order of checks for a cacheable request:
+ * The front has proven the client's access first (service/access.ts,
+ * DESIGN §3.1). Then:
  *   1. policy (pure): cacheable? key?
- *   2. authorization (DESIGN §3.1): the credential must have been accepted
- *      upstream for this repository within auth.ttl, else it is checked
- *      upstream now and a refusal is relayed to the client unchanged;
- *   3. the store: hit, join, or miss (fill under the FillLimiter).
+ *   2. the store: hit, join, or miss (fill under the FillLimiter).
  */
 import type { Readable } from 'node:stream'
 import { UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
-import type { AuthMemo } from '../cache/auth-memo.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
 import type { CacheStore } from '../cache/store.js'
@@ -24,7 +21,7 @@ import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
 import type { Settings } from '../settings.js'
-import type { HttpUpstream, UpstreamResponse } from '../upstream/http.js'
+import { isRefusal, refusalOf, type HttpUpstream } from '../upstream/http.js'
 
 export const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
 
@@ -41,8 +38,6 @@ export type UploadPackAnswer = CacheAnswer
 export interface UploadPackServiceDeps {
   store: CacheStore
   limiter: FillLimiter
-  authMemo: AuthMemo
-  upstream: HttpUpstream
   settings: Settings
   /** Whether new entries may be written now (the disk guard). */
   admit: () => boolean
@@ -76,6 +71,11 @@ export class UploadPackService {
     return decideUploadPackV1(req.repo, parseUploadPackRequestV1(req.body))
   }
 
+  /** Whether upload-pack answers may come from the cache for requests from `front` right now. */
+  enabledFor(front: 'HTTP' | 'SSH'): boolean {
+    return this.#d.settings.get('uploadPackEnabled') && this.#d.settings.cachingFor(front)
+  }
+
   async serve(req: UploadPackRequest): Promise<UploadPackAnswer> {
     const { settings, store } = this.#d
     if (!settings.get('uploadPackEnabled')) return { kind: 'pass', reason: 'upload-pack caching disabled' }
@@ -85,9 +85,6 @@ export class UploadPackService {
       store.recordBypass(req.repo, 'upload-pack')
       return { kind: 'pass', reason: decision.reason }
     }
-
-    const refused = await req.authorize()
-    if (refused !== null) return { kind: 'refused', response: refused }
 
     return openOrPass(store, this.#d.log, {
       key: decision.key,
@@ -107,68 +104,25 @@ export class UploadPackService {
         }),
     })
   }
-
-  /**
-   * The HTTP credential check: null when `credential` (an Authorization
-   * header value, or null for anonymous) may read `repo`, known from the
-   * memo or checked upstream now; otherwise the upstream's refusal, to relay
-   * unchanged (its body unread).
-   */
-  async authorizeHttp(
-    repo: RepoPath,
-    credential: string | null,
-    headers: Record<string, string>,
-  ): Promise<UpstreamResponse | null> {
-    const { authMemo } = this.#d
-    if (await authMemo.settled(repo, credential)) return null
-    const end = authMemo.beginCheck(repo, credential)
-    try {
-      return await this.#probe(repo, credential, headers)
-    } finally {
-      end?.()
-    }
-  }
-
-  async #probe(repo: RepoPath, credential: string | null, headers: Record<string, string>): Promise<UpstreamResponse | null> {
-    const { authMemo, upstream } = this.#d
-    // The cheapest request that proves read access: a v2 capability
-    // advertisement lists no refs.
-    const probeHeaders: Record<string, string> = { 'git-protocol': 'version=2' }
-    for (const name of ['authorization', 'cookie', 'user-agent']) {
-      const value = headers[name]
-      if (value !== undefined) probeHeaders[name] = value
-    }
-    const res = await upstream.request({
-      method: 'GET',
-      repo,
-      subPath: 'info/refs?service=git-upload-pack',
-      headers: probeHeaders,
-    })
-    if (res.statusCode === 200) {
-      res.body.resume()
-      authMemo.accept(repo, credential)
-      return null
-    }
-    this.#d.log.info({ repo, status: res.statusCode }, 'upstream refused the credential for a cached request')
-    return res
-  }
 }
 
 /**
  * The HTTP upstream's half of a fill: POST the client's request body and
- * return the 200 upload-pack result body, or throw UpstreamStatusError.
+ * return the 200 upload-pack result body, or throw UpstreamRefusedError
+ * (401/403) or UpstreamStatusError (anything else).
  */
 export async function postUploadPack(
   upstream: HttpUpstream,
-  repo: RepoPath,
-  headers: Record<string, string>,
-  body: Buffer,
+  req: { repo: RepoPath; search: string; headers: Record<string, string>; body: Buffer },
   signal: AbortSignal,
 ): Promise<Readable> {
-  const sent: Record<string, string> = { ...headers, 'content-length': String(body.length) }
+  const sent: Record<string, string> = { ...req.headers, 'content-length': String(req.body.length) }
   delete sent['transfer-encoding']
-  const res = await upstream.request({ method: 'POST', repo, subPath: 'git-upload-pack', headers: sent, body, signal })
+  const res = await upstream.request({ method: 'POST', repo: req.repo, subPath: `git-upload-pack${req.search}`, headers: sent, body: req.body, signal })
   const contentType = String(res.headers['content-type'] ?? '')
+  // A refusal during a fill (a password changed within auth.ttl) reaches
+  // the client unchanged, WWW-Authenticate included.
+  if (isRefusal(res.statusCode)) throw await refusalOf(res)
   if (res.statusCode !== 200 || contentType !== UPLOAD_PACK_RESULT) {
     const detail = await readSome(res.body, 512)
     throw new UpstreamStatusError(res.statusCode, detail.trim())

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
-import { UpstreamError } from '../errors.js'
+import { UpstreamError, UpstreamRefusedError } from '../errors.js'
 import { encodeRepoPath, type RepoPath } from '../repository.js'
 
 /** Headers never forwarded in either direction (RFC 9110 §7.6.1 hop-by-hop, plus ones we own). */
@@ -99,6 +99,34 @@ export class HttpUpstream {
     }
   }
 
+  /**
+   * git's own credential check (remote-curl's probe before a large body):
+   * `POST git-upload-pack` with the body `0000`, carrying only the headers
+   * and query string given. A 200 `application/x-git-upload-pack-result`
+   * answer proves read access to the repository's upload-pack endpoint.
+   */
+  async probeUploadPack(
+    repo: RepoPath,
+    credential: { headers: Readonly<Record<string, string>>; query: string },
+    userAgent: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<UpstreamResponse> {
+    return this.request({
+      method: 'POST',
+      repo,
+      subPath: `git-upload-pack${credential.query}`,
+      headers: {
+        ...credential.headers,
+        'content-type': 'application/x-git-upload-pack-request',
+        accept: 'application/x-git-upload-pack-result',
+        'content-length': '4',
+        ...(userAgent === undefined ? {} : { 'user-agent': userAgent }),
+      },
+      body: Buffer.from('0000'),
+      ...(signal === undefined ? {} : { signal }),
+    })
+  }
+
   /** Whether the upstream answers HTTP at all (any status counts), within `timeoutMs`. */
   async ping(timeoutMs = 5000): Promise<boolean> {
     try {
@@ -175,4 +203,39 @@ function flattenHeaders(headers: IncomingHttpHeaders): Record<string, string | s
     if (value !== undefined) out[name] = value
   }
   return out
+}
+
+/** Largest refusal body kept for the clients it is relayed to. */
+const REFUSAL_BODY_MAX = 64 * 1024
+
+/** Whether an upstream status refuses the credential (as opposed to proving nothing). */
+export function isRefusal(status: number): boolean {
+  return status === 401 || status === 403
+}
+
+/**
+ * A 401/403 answer read whole (bounded) into an UpstreamRefusedError, so that
+ * it can be relayed unchanged to every client it concerns. Consumes `res`.
+ */
+export async function refusalOf(res: UpstreamResponse): Promise<UpstreamRefusedError> {
+  const chunks: Buffer[] = []
+  let size = 0
+  try {
+    for await (const chunk of res.body) {
+      const buf = chunk as Buffer // undici bodies yield Buffers
+      if (size + buf.length > REFUSAL_BODY_MAX) {
+        chunks.push(buf.subarray(0, REFUSAL_BODY_MAX - size))
+        break
+      }
+      chunks.push(buf)
+      size += buf.length
+    }
+  } catch {
+    // What arrived is what is relayed.
+  } finally {
+    res.body.destroy()
+  }
+  const headers = relayResponseHeaders(res.headers)
+  delete headers['content-length']
+  return new UpstreamRefusedError(res.statusCode, headers, Buffer.concat(chunks))
 }

@@ -1,5 +1,5 @@
 /** CacheStore: hits, misses, single flight, joins and failed fills. */
-import { readdir, rm } from 'node:fs/promises'
+import { readdir, rm, truncate } from 'node:fs/promises'
 import path from 'node:path'
 import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -411,4 +411,20 @@ void t.test('small refs entries are served from memory after their first hit, ex
   const after = await h.store.open(req(producer(data)))
   t.equal(after.how, 'miss', 'invalidation drops the memory copy with the entry')
   await collect(bodyOf(after))
+})
+
+void t.test('a small refs entry found truncated on disk at its first hit is a miss, not a failing hit', async (t) => {
+  const h = await makeStore(t)
+  const data = randomBody(40 * 1024)
+  const key = keyOf('cut-refs')
+  const req = (p: Producer): OpenRequest => ({ ...request(key, p.produce), kind: 'refs' })
+  const first = await h.store.open(req(producer(data)))
+  await collect(bodyOf(first))
+  await truncate(entryPath(h.dir, key), 1000)
+  const cut = await h.store.open(req(producer(data)))
+  t.equal(cut.how, 'miss', 'the truncated entry is dropped and refilled')
+  t.ok((await collect(bodyOf(cut))).equals(data), 'the refill has the exact bytes')
+  const hit = await h.store.open(req(producer(data)))
+  t.equal(hit.how, 'hit')
+  t.ok((await collect(bodyOf(hit))).equals(data))
 })

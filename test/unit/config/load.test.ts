@@ -59,6 +59,9 @@ void t.test('defaults, with no config file at all', (t) => {
       sshHostKey: null,
       sshAuthorizedKeys: null,
       sshAllowPush: false,
+      httpIdleTimeout: 120,
+      httpMaxConnections: 10000,
+      httpBodyMemory: 268435456,
     },
     cacheDir: path.join(dir, 'data/cache'),
     cache: {
@@ -73,6 +76,7 @@ void t.test('defaults, with no config file at all', (t) => {
       diskCheckInterval: 30,
     },
     authTtl: 300,
+    credentialHeaders: ['private-token', 'job-token', 'x-auth-token'],
     webhookSecret: null,
     restAuth: null,
     source: { file: null },
@@ -126,6 +130,9 @@ void t.test('values from the file', (t) => {
     sshHostKey: path.join(dir, 'keys/host_ed25519'),
     sshAuthorizedKeys: path.join(dir, 'keys/authorized_keys'),
     sshAllowPush: true,
+    httpIdleTimeout: 120,
+    httpMaxConnections: 10000,
+    httpBodyMemory: 268435456,
   })
   t.equal(cfg.cacheDir, '/var/cache/scm')
   t.same(cfg.cache, {
@@ -645,20 +652,30 @@ void t.test('validateValue', (t) => {
   t.end()
 })
 
-void t.test('describeConfig', (t) => {
+void t.test('credentials in upstream.http.url are refused, and not echoed', (t) => {
   const dir = withFile(
     t,
     FULL_FILE.replace('https://git.example.com', 'https://bot:token123@git.example.com'),
   )
+  t.throws(() => load(dir), /upstream\.http\.url: "https:\/\/bot:\(hidden\)@git\.example\.com\/bitbucket" is not allowed: .*without user:password@/)
+  try {
+    load(dir)
+  } catch (err) {
+    t.notMatch(String(err), 'token123', 'the password is not in the message')
+  }
+  t.end()
+})
+
+void t.test('describeConfig', (t) => {
+  const dir = withFile(t, FULL_FILE)
   const cfg = load(dir)
   const described = describeConfig(cfg)
   const text = JSON.stringify(described)
   t.notMatch(text, 'admin-password')
   t.notMatch(text, 'hook-secret')
-  t.notMatch(text, 'token123')
   t.match(described, {
     configFile: path.join(dir, DEFAULT_FILE),
-    'upstream.http.url': 'https://bot:(hidden)@git.example.com/bitbucket/',
+    'upstream.http.url': 'https://git.example.com/bitbucket/',
     'webhook.secret': '(set)',
     'rest.auth.username': 'admin',
     'rest.auth.password': '(set)',

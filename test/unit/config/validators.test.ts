@@ -188,7 +188,8 @@ void t.test('httpUrl', (t) => {
   t.equal(href('https://git.example.com/'), 'https://git.example.com/')
   t.equal(href('https://git.example.com:8443/bitbucket'), 'https://git.example.com:8443/bitbucket/')
   t.equal(href('HTTPS://Git.Example.com/x/'), 'https://git.example.com/x/')
-  t.equal(href('http://user:pw@h/'), 'http://user:pw@h/')
+  t.equal(href('http://user:pw@h/'), null, 'credentials in the URL would be sent for every client')
+  t.equal(href('http://user@h/'), null)
   for (const bad of [
     '',
     'git.example.com',
