@@ -25,13 +25,7 @@ import {
   outcome,
 } from './fixtures/properties.js'
 import type { Outcome } from './fixtures/properties.js'
-
-/** Packets as plain values, for deep comparison. */
-function show(packets: Packet[]): string[] {
-  return packets.map((p) =>
-    p.kind === 'data' ? `data:${p.payload.toString('hex')}` : p.kind,
-  )
-}
+import { showPackets as show } from './fixtures/transcripts.js'
 
 /** Decodes `parts` with one decoder; also returns what came out before an error. */
 function decode(
@@ -68,7 +62,10 @@ const packetArb: fc.Arbitrary<Packet> = fc.oneof(
     weight: 1,
     arbitrary: fc
       .integer({ min: MAX_PAYLOAD_SIZE - 300, max: MAX_PAYLOAD_SIZE })
-      .map((n): Packet => ({ kind: 'data', payload: Buffer.alloc(n, n & 0xff) })),
+      .map((n): Packet => ({
+        kind: 'data',
+        payload: Buffer.alloc(n, n & 0xff),
+      })),
   },
 )
 
@@ -87,44 +84,47 @@ function encode(p: Packet): Buffer {
 
 const streamArb = fc.array(packetArb, { maxLength: 12 })
 
-void t.test('arbitrary bytes, arbitrarily chunked, fail only with ProtocolError', (t) => {
-  holds(
-    t,
-    'decoder',
-    fc.property(garbageArb, chunkingArb, (buf, chunking) => {
-      decode(cut(buf, chunking))
-    }),
-    { numRuns: 1000 },
-  )
-  holds(
-    t,
-    'parsePackets',
-    fc.property(garbageArb, (buf) => {
-      outcome(buf.length, () => parsePackets(buf))
-    }),
-    { numRuns: 500 },
-  )
-  holds(
-    t,
-    'framer, with a small maxPacketSize',
-    fc.property(
-      garbageArb,
-      chunkingArb,
-      fc.integer({ min: 4, max: 0xffff }),
-      (buf, chunking, maxPacketSize) => {
-        const framer = new PktLineFramer({ maxPacketSize })
-        outcome(buf.length, () => {
-          for (const part of cut(buf, chunking)) {
-            framer.write(part)
-            while (framer.next() !== null);
-          }
-        })
-      },
-    ),
-    { numRuns: 500 },
-  )
-  t.end()
-})
+void t.test(
+  'arbitrary bytes, arbitrarily chunked, fail only with ProtocolError',
+  (t) => {
+    holds(
+      t,
+      'decoder',
+      fc.property(garbageArb, chunkingArb, (buf, chunking) => {
+        decode(cut(buf, chunking))
+      }),
+      { numRuns: 1000 },
+    )
+    holds(
+      t,
+      'parsePackets',
+      fc.property(garbageArb, (buf) => {
+        outcome(buf.length, () => parsePackets(buf))
+      }),
+      { numRuns: 500 },
+    )
+    holds(
+      t,
+      'framer, with a small maxPacketSize',
+      fc.property(
+        garbageArb,
+        chunkingArb,
+        fc.integer({ min: 4, max: 0xffff }),
+        (buf, chunking, maxPacketSize) => {
+          const framer = new PktLineFramer({ maxPacketSize })
+          outcome(buf.length, () => {
+            for (const part of cut(buf, chunking)) {
+              framer.write(part)
+              while (framer.next() !== null);
+            }
+          })
+        },
+      ),
+      { numRuns: 500 },
+    )
+    t.end()
+  },
+)
 
 void t.test('chunking does not change the result', (t) => {
   holds(
@@ -134,13 +134,20 @@ void t.test('chunking does not change the result', (t) => {
       const whole = decode([buf])
       const parts = decode(cut(buf, chunking))
       if (whole.result.ok) {
-        return parts.result.ok && fc.stringify(parts.packets) === fc.stringify(whole.packets)
+        return (
+          parts.result.ok &&
+          fc.stringify(parts.packets) === fc.stringify(whole.packets)
+        )
       }
-      if (fc.stringify(parts.result) !== fc.stringify(whole.result)) return false
+      if (fc.stringify(parts.result) !== fc.stringify(whole.result))
+        return false
       // before failing, a chunked decoder hands out only packets that precede the error
       const offset = whole.result.offset ?? buf.length
       const before = decode([buf.subarray(0, offset)])
-      return fc.stringify(before.packets.slice(0, parts.packets.length)) === fc.stringify(parts.packets)
+      return (
+        fc.stringify(before.packets.slice(0, parts.packets.length)) ===
+        fc.stringify(parts.packets)
+      )
     }),
     { numRuns: 1000 },
   )
@@ -197,7 +204,11 @@ void t.test('encode/decode round-trips', (t) => {
       for (const f of frames) {
         if (end === start) break
         if (end < start + f.length) {
-          return !result.ok && result.code === 'ERR_PROTOCOL_TRUNCATED' && result.offset === start
+          return (
+            !result.ok &&
+            result.code === 'ERR_PROTOCOL_TRUNCATED' &&
+            result.offset === start
+          )
         }
         start += f.length
       }
@@ -209,20 +220,26 @@ void t.test('encode/decode round-trips', (t) => {
     t,
     'raw mode after a flush: packets before, raw bytes after, under any chunking',
     fc.property(
-      fc.array(packetArb.filter((p) => p.kind !== 'flush'), { maxLength: 6 }),
+      fc.array(
+        packetArb.filter((p) => p.kind !== 'flush'),
+        { maxLength: 6 },
+      ),
       fc.uint8Array({ maxLength: 300 }),
       chunkingArb,
       (packets, raw, chunking) => {
         const head = Buffer.concat([...packets.map(encode), encodeFlush()])
         const buf = Buffer.concat([head, raw])
-        const decoder = new PktLineDecoder({ rawAfter: (p) => p.kind === 'flush' })
+        const decoder = new PktLineDecoder({
+          rawAfter: (p) => p.kind === 'flush',
+        })
         const got: Packet[] = []
         for (const part of cut(buf, chunking)) got.push(...decoder.push(part))
         decoder.end()
         return (
           decoder.rawMode &&
           decoder.offset === head.length &&
-          fc.stringify(show(got)) === fc.stringify(show([...packets, { kind: 'flush' }])) &&
+          fc.stringify(show(got)) ===
+            fc.stringify(show([...packets, { kind: 'flush' }])) &&
           decoder.takeRest().equals(Buffer.from(raw))
         )
       },
@@ -235,14 +252,19 @@ void t.test('encode/decode round-trips', (t) => {
     fc.property(
       fc.constantFrom<1 | 2 | 3>(1, 2, 3),
       fc.uint8Array({ maxLength: 3000 }),
-      fc.oneof(fc.constant(MAX_PACKET_SIZE), fc.constant(1000), fc.integer({ min: 6, max: 80 })),
+      fc.oneof(
+        fc.constant(MAX_PACKET_SIZE),
+        fc.constant(1000),
+        fc.integer({ min: 6, max: 80 }),
+      ),
       (channel, data, max) => {
         const packets = encodeSideband(channel, data, max)
         const decoded = parsePackets(Buffer.concat(packets))
         const parts: Buffer[] = []
         for (const [i, p] of decoded.entries()) {
           const raw = packets[i]
-          if (p.kind !== 'data' || raw === undefined || raw.length > max) return false
+          if (p.kind !== 'data' || raw === undefined || raw.length > max)
+            return false
           if (p.payload[0] !== channel || p.payload.length < 2) return false
           parts.push(p.payload.subarray(1))
         }
@@ -270,13 +292,15 @@ void t.test('encode/decode round-trips', (t) => {
 
 /** `length` as 4 hex digits, each in upper or lower case as `upper` says. */
 function hexHeader(length: number, upper: boolean[]): string {
-  return [...length.toString(16).padStart(4, '0')]
+  return Array.from(length.toString(16).padStart(4, '0'))
     .map((c, i) => (upper[i] === true ? c.toUpperCase() : c))
     .join('')
 }
 
 void t.test('length limits and malformed headers', (t) => {
-  const prefixArb = fc.array(smallPacketArb, { maxLength: 8 }).map((ps) => Buffer.concat(ps.map(encode)))
+  const prefixArb = fc
+    .array(smallPacketArb, { maxLength: 8 })
+    .map((ps) => Buffer.concat(ps.map(encode)))
   const caseArb = fc.array(fc.boolean(), { minLength: 4, maxLength: 4 })
   holds(
     t,
@@ -288,9 +312,17 @@ void t.test('length limits and malformed headers', (t) => {
       fc.uint8Array({ maxLength: 100 }),
       chunkingArb,
       (prefix, length, upper, after, chunking) => {
-        const buf = Buffer.concat([prefix, Buffer.from(hexHeader(length, upper), 'latin1'), after])
+        const buf = Buffer.concat([
+          prefix,
+          Buffer.from(hexHeader(length, upper), 'latin1'),
+          after,
+        ])
         const { result } = decode(cut(buf, chunking))
-        return !result.ok && result.code === 'ERR_PROTOCOL_TOO_LONG' && result.offset === prefix.length
+        return (
+          !result.ok &&
+          result.code === 'ERR_PROTOCOL_TOO_LONG' &&
+          result.offset === prefix.length
+        )
       },
     ),
     { numRuns: 500 },
@@ -309,7 +341,9 @@ void t.test('length limits and malformed headers', (t) => {
         ])
         const { packets, result } = decode([buf], { maxPacketSize })
         return over
-          ? !result.ok && result.code === 'ERR_PROTOCOL_TOO_LONG' && result.offset === 0
+          ? !result.ok &&
+              result.code === 'ERR_PROTOCOL_TOO_LONG' &&
+              result.offset === 0
           : result.ok && packets.length === 1
       },
     ),
@@ -322,7 +356,9 @@ void t.test('length limits and malformed headers', (t) => {
       prefixArb,
       fc.integer({ min: 4, max: MAX_PACKET_SIZE }),
       fc.nat({ max: 3 }),
-      fc.nat({ max: 255 }).filter((b) => !/[0-9a-fA-F]/.test(String.fromCharCode(b))),
+      fc
+        .nat({ max: 255 })
+        .filter((b) => !/[0-9a-fA-F]/.test(String.fromCharCode(b))),
       fc.uint8Array({ maxLength: 20 }),
       chunkingArb,
       (prefix, length, at, byte, after, chunking) => {
@@ -330,7 +366,11 @@ void t.test('length limits and malformed headers', (t) => {
         head[at] = byte
         const buf = Buffer.concat([prefix, head, after])
         const { result } = decode(cut(buf, chunking))
-        return !result.ok && result.code === 'ERR_PROTOCOL_BAD_LENGTH' && result.offset === prefix.length
+        return (
+          !result.ok &&
+          result.code === 'ERR_PROTOCOL_BAD_LENGTH' &&
+          result.offset === prefix.length
+        )
       },
     ),
     { numRuns: 500 },
@@ -341,21 +381,28 @@ void t.test('length limits and malformed headers', (t) => {
     fc.property(prefixArb, chunkingArb, (prefix, chunking) => {
       const buf = Buffer.concat([prefix, Buffer.from('0003', 'latin1')])
       const { result } = decode(cut(buf, chunking))
-      return !result.ok && result.code === 'ERR_PROTOCOL_BAD_LENGTH' && result.offset === prefix.length
+      return (
+        !result.ok &&
+        result.code === 'ERR_PROTOCOL_BAD_LENGTH' &&
+        result.offset === prefix.length
+      )
     }),
     { numRuns: 200 },
   )
   holds(
     t,
     'the encoder refuses a payload over 65516 bytes (RangeError, a caller bug, not input)',
-    fc.property(fc.integer({ min: MAX_PAYLOAD_SIZE + 1, max: MAX_PAYLOAD_SIZE + 50 }), (n) => {
-      try {
-        encodePacket(Buffer.alloc(n))
-        return false
-      } catch (err) {
-        return err instanceof RangeError && !(err instanceof ProtocolError)
-      }
-    }),
+    fc.property(
+      fc.integer({ min: MAX_PAYLOAD_SIZE + 1, max: MAX_PAYLOAD_SIZE + 50 }),
+      (n) => {
+        try {
+          encodePacket(Buffer.alloc(n))
+          return false
+        } catch (err) {
+          return err instanceof RangeError && !(err instanceof ProtocolError)
+        }
+      },
+    ),
     { numRuns: 50 },
   )
   t.end()
