@@ -82,19 +82,24 @@ export function filterCapabilityAdvertisementV2(
       continue
     }
     if (key === 'fetch' && value !== null) {
-      const features = value.split(' ')
+      // the features as latin1, one char per byte: kept ones stay byte-identical
+      // (a UTF-8 round trip would turn each invalid byte into 3, and could
+      // even push the line over the packet limit)
+      const lf = payload[payload.length - 1] === 0x0a
+      const features = payload
+        .toString(
+          'latin1',
+          'fetch='.length,
+          lf ? payload.length - 1 : payload.length,
+        )
+        .split(' ')
       const kept = features.filter((f) => !remove.fetchFeatures.has(f))
       if (kept.length !== features.length) {
         changed = true
-        const lf = payload[payload.length - 1] === 0x0a ? '\n' : ''
         const nonEmpty = kept.filter((f) => f !== '')
-        out.push(
-          encodePacket(
-            nonEmpty.length > 0
-              ? `fetch=${nonEmpty.join(' ')}${lf}`
-              : `fetch${lf}`,
-          ),
-        )
+        const line =
+          nonEmpty.length > 0 ? `fetch=${nonEmpty.join(' ')}` : 'fetch'
+        out.push(encodePacket(Buffer.from(lf ? `${line}\n` : line, 'latin1')))
         continue
       }
     }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import { PackVerifier } from '../../../src/protocol/pack-verifier.js'
 import {
@@ -6,6 +5,7 @@ import {
   chunkings,
   fixture,
   splitAfterFlush,
+  syntheticPack as synthetic,
 } from './fixtures/transcripts.js'
 
 function verify(
@@ -27,19 +27,6 @@ function withByte(buf: Buffer, at: number, value: number): Buffer {
   const copy = Buffer.from(buf)
   copy[at] = value
   return copy
-}
-
-function synthetic(
-  version: number,
-  objects: number,
-  body: Buffer = Buffer.alloc(0),
-): Buffer {
-  const header = Buffer.alloc(12)
-  header.write('PACK', 0, 'latin1')
-  header.writeUInt32BE(version, 4)
-  header.writeUInt32BE(objects, 8)
-  const content = Buffer.concat([header, body])
-  return Buffer.concat([content, createHash('sha1').update(content).digest()])
 }
 
 void t.test('real packs verify under any chunking', (t) => {

@@ -21,14 +21,8 @@ import {
   chunkings,
   fixture,
   pkt,
+  showPackets as show,
 } from './fixtures/transcripts.js'
-
-/** Packets as plain values, for comparison. */
-function show(packets: Packet[]): string[] {
-  return packets.map((p) =>
-    p.kind === 'data' ? `data:${p.payload.toString('latin1')}` : p.kind,
-  )
-}
 
 function decodeAll(
   parts: Buffer[],

@@ -4,31 +4,18 @@ import {
   UploadPackResponseChecker,
   sidebandOf,
 } from '../../../src/protocol/upload-pack-response.js'
-import type {
-  UploadPackResponseCheckerOptions,
-  UploadPackResponseResult,
-} from '../../../src/protocol/upload-pack-response.js'
+import type { UploadPackResponseCheckerOptions } from '../../../src/protocol/upload-pack-response.js'
 import {
   DELIM,
   FLUSH,
   channelOne,
+  checkResponse as check,
   chunkings,
   fixture,
   pkt,
   repo,
   splitAfterFlush,
 } from './fixtures/transcripts.js'
-
-interface Run {
-  stored: Buffer
-  result: UploadPackResponseResult
-}
-
-function check(parts: Buffer[], opts: UploadPackResponseCheckerOptions): Run {
-  const checker = new UploadPackResponseChecker(opts)
-  const stored = parts.map((part) => checker.push(part))
-  return { stored: Buffer.concat(stored), result: checker.finish() }
-}
 
 const V0: UploadPackResponseCheckerOptions = {
   protocol: 'v0',

@@ -265,3 +265,47 @@ void t.test('filter errors on a malformed v2 advertisement', (t) => {
   )
   t.end()
 })
+
+void t.test('the fetch= rewrite keeps other features byte for byte', (t) => {
+  const remove: CapabilityRemovalV2 = {
+    fetchFeatures: new Set(['ref-in-want']),
+    capabilities: new Set(),
+  }
+  // found by the property test: a kept feature with a byte that is not UTF-8
+  // came back as U+FFFD (ef bf bd)
+  const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1')
+  const body = Buffer.concat([
+    pkt('version 2\n'),
+    pkt(latin1('fetch=a\xe9 ref-in-want\n')),
+    FLUSH,
+  ])
+  t.equal(
+    filterCapabilityAdvertisementV2(body, remove).toString('hex'),
+    Buffer.concat([
+      pkt('version 2\n'),
+      pkt(latin1('fetch=a\xe9\n')),
+      FLUSH,
+    ]).toString('hex'),
+    'a non-UTF-8 byte stays one byte',
+  )
+  // ...and 21837 such bytes grew to 65517, past the packet limit: encodePacket
+  // threw a RangeError where the caller expects only ProtocolError
+  const long = Buffer.concat([
+    pkt('version 2\n'),
+    pkt(
+      Buffer.concat([
+        latin1('fetch='),
+        Buffer.alloc(21837, 0x80),
+        latin1(' ref-in-want\n'),
+      ]),
+    ),
+    FLUSH,
+  ])
+  const out = filterCapabilityAdvertisementV2(long, remove)
+  t.equal(
+    out.length,
+    long.length - ' ref-in-want'.length,
+    'the line only shrinks',
+  )
+  t.end()
+})
