@@ -462,20 +462,23 @@ void t.test('decideFetchV2 behind the v2 parser: malformed bodies never reach th
 
 type KeyParts = Parameters<typeof cacheKey>[0]
 
+/** The parts decideUploadPackV1 puts in the key for the V1 request above. */
+const BASE_PARTS: KeyParts = {
+  repo: REPO,
+  family: 'v0',
+  step: 'pack',
+  objectFormat: 'sha1',
+  wants: [repo.main, repo.feature],
+  sideband: 'side-band-64k',
+  ofsDelta: true,
+  includeTag: false,
+  deepen: null,
+  deepenSince: null,
+  filter: null,
+}
+
 void t.test('cacheKey: every part is in the key, wants as a set', async (t) => {
-  const base: KeyParts = {
-    repo: REPO,
-    family: 'v0',
-    step: 'pack',
-    objectFormat: 'sha1',
-    wants: [repo.main, repo.feature],
-    sideband: 'side-band-64k',
-    ofsDelta: true,
-    includeTag: false,
-    deepen: null,
-    deepenSince: null,
-    filter: null,
-  }
+  const base = BASE_PARTS
   const k = (o: Partial<KeyParts>) => () => cacheKey({ ...base, ...o })
   const b = k({})
   const rows: KeyRow[] = [
@@ -508,19 +511,7 @@ void t.test('cacheKey: every part is in the key, wants as a set', async (t) => {
 })
 
 void t.test('cacheKey is what decideUploadPackV1 and decideFetchV2 use', async (t) => {
-  const base: KeyParts = {
-    repo: REPO,
-    family: 'v0',
-    step: 'pack',
-    objectFormat: 'sha1',
-    wants: [repo.main, repo.feature],
-    sideband: 'side-band-64k',
-    ofsDelta: true,
-    includeTag: false,
-    deepen: null,
-    deepenSince: null,
-    filter: null,
-  }
+  const base = BASE_PARTS
   t.equal(keyOf(decideV1(V1)), cacheKey(base), 'v0/v1')
   t.equal(keyOf(decideV2(V2)), cacheKey({ ...base, family: 'v2' }), 'v2')
   t.equal(
