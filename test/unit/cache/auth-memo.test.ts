@@ -1,0 +1,223 @@
+/**
+ * AuthMemo (src/cache/auth-memo.ts): which credentials the upstream accepted
+ * for which repository, for how long, and one upstream check at a time per
+ * (repository, credential).
+ *
+ * Expiry runs on lru-cache's own clock (performance.now()), not on the
+ * injected `now`: the memo stores `now()` as the value but does not hand it
+ * to lru-cache (`perf` option). The TTL tests below pin that, and use a
+ * short real TTL polled with a deadline.
+ */
+import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { AuthMemo } from '../../../src/cache/auth-memo.js'
+
+const HOUR = 3_600_000
+const REPO = 'group/app.git'
+const BASIC = 'Basic dXNlcjpzZWNyZXQ='
+
+/** Polls `cond` every few ms until it holds or `ms` pass; returns whether it held. */
+async function eventually(cond: () => boolean, ms = 2000): Promise<boolean> {
+  const deadline = performance.now() + ms
+  while (performance.now() < deadline) {
+    if (cond()) return true
+    await sleep(5)
+  }
+  return cond()
+}
+
+/** Whether `p` has settled after the microtask queue and one macrotask have run. */
+async function isSettled(p: Promise<unknown>): Promise<boolean> {
+  let done = false
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  )
+  await tick()
+  return done
+}
+
+void t.test('accept, isAccepted, reject, clear', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  t.equal(memo.isAccepted(REPO, BASIC), false, 'nothing on record at first')
+  memo.accept(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'accepted')
+  memo.accept(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'accepting twice is harmless')
+  memo.reject(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), false, 'rejected')
+  memo.reject(REPO, BASIC)
+  memo.reject('never/seen.git', null)
+  t.pass('rejecting what is not on record is harmless')
+  memo.accept(REPO, BASIC)
+  memo.accept('other.git', null)
+  memo.clear()
+  t.equal(memo.isAccepted(REPO, BASIC), false, 'clear forgets everything')
+  t.equal(memo.isAccepted('other.git', null), false)
+})
+
+void t.test('repositories and credentials are apart', async (t) => {
+  const cases: { name: string; accepted: [string, string | null]; asked: [string, string | null]; same: boolean }[] = [
+    { name: 'same repository and credential', accepted: [REPO, BASIC], asked: [REPO, BASIC], same: true },
+    { name: 'another repository', accepted: [REPO, BASIC], asked: ['group/other.git', BASIC], same: false },
+    { name: 'repository case', accepted: [REPO, BASIC], asked: ['Group/App.git', BASIC], same: false },
+    { name: 'repository with and without .git', accepted: [REPO, BASIC], asked: ['group/app', BASIC], same: false },
+    { name: 'another credential', accepted: [REPO, BASIC], asked: [REPO, 'Basic b3RoZXI6c2VjcmV0'], same: false },
+    { name: 'credential case (Basic vs basic)', accepted: [REPO, BASIC], asked: [REPO, BASIC.replace('Basic', 'basic')], same: false },
+    { name: 'credential with a trailing space', accepted: [REPO, BASIC], asked: [REPO, `${BASIC} `], same: false },
+    { name: 'bearer vs basic of the same token', accepted: [REPO, 'Bearer abc'], asked: [REPO, 'Basic abc'], same: false },
+    { name: 'anonymous, then anonymous', accepted: [REPO, null], asked: [REPO, null], same: true },
+    { name: 'anonymous accepted, a credential asked', accepted: [REPO, null], asked: [REPO, BASIC], same: false },
+    { name: 'a credential accepted, anonymous asked', accepted: [REPO, BASIC], asked: [REPO, null], same: false },
+    { name: 'anonymous vs an empty header', accepted: [REPO, null], asked: [REPO, ''], same: false },
+    { name: 'anonymous vs the word "anonymous"', accepted: [REPO, null], asked: [REPO, 'anonymous'], same: false },
+    { name: 'anonymous vs "null"', accepted: [REPO, null], asked: [REPO, 'null'], same: false },
+    { name: 'empty header vs anonymous', accepted: [REPO, ''], asked: [REPO, null], same: false },
+    // The fields are joined with NUL, which neither a repository path
+    // (toRepoPath refuses control characters) nor a header value can hold;
+    // inputs that do hold one run together. Pinned so that a change of
+    // encoding is a visible decision.
+    { name: 'NUL-joined fields run together (unreachable)', accepted: ['a', 'b\0c'], asked: ['a\0b', 'c'], same: true },
+    { name: 'anonymous equals "\\0anonymous" (unreachable)', accepted: [REPO, null], asked: [REPO, '\0anonymous'], same: true },
+  ]
+  for (const c of cases) {
+    const memo = new AuthMemo({ ttlMs: HOUR, max: 16 })
+    memo.accept(...c.accepted)
+    t.equal(memo.isAccepted(...c.asked), c.same, c.name)
+    t.equal(await memo.settled(...c.asked), c.same, `${c.name} (settled)`)
+  }
+})
+
+void t.test('reject forgets one (repository, credential) only', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  memo.accept(REPO, BASIC)
+  memo.accept(REPO, null)
+  memo.accept('other.git', BASIC)
+  memo.reject(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), false)
+  t.equal(memo.isAccepted(REPO, null), true, 'anonymous on the same repository stays')
+  t.equal(memo.isAccepted('other.git', BASIC), true, 'the same credential on another repository stays')
+})
+
+void t.test('the injected now does not drive expiry (lru-cache keeps its own clock)', async (t) => {
+  let now = 1_000_000
+  const memo = new AuthMemo({ ttlMs: 1000, now: () => now })
+  memo.accept(REPO, BASIC)
+  now += 10 * HOUR
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'still accepted ten hours later by the injected clock')
+  t.equal(await memo.settled(REPO, BASIC), true)
+  now -= 20 * HOUR
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'and with the injected clock turned back')
+})
+
+void t.test('expiry after ttlMs of real time', async (t) => {
+  const memo = new AuthMemo({ ttlMs: 200 })
+  const started = performance.now()
+  memo.accept(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'accepted at once')
+  t.ok(await eventually(() => !memo.isAccepted(REPO, BASIC)), 'expires')
+  t.ok(performance.now() - started >= 190, 'not before the TTL (allowing for lru-cache rounding)')
+  t.equal(await memo.settled(REPO, BASIC), false, 'settled says no once expired')
+  memo.accept(REPO, BASIC)
+  t.equal(memo.isAccepted(REPO, BASIC), true, 'a fresh acceptance starts a new TTL')
+})
+
+void t.test('a per-entry ttlMs overrides the memo TTL', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  memo.accept(REPO, BASIC, 30)
+  memo.accept(REPO, null)
+  t.ok(await eventually(() => !memo.isAccepted(REPO, BASIC)), 'the short entry expires')
+  t.equal(memo.isAccepted(REPO, null), true, 'the entry on the memo TTL stays')
+
+  const short = new AuthMemo({ ttlMs: 30 })
+  short.accept(REPO, BASIC, HOUR)
+  short.accept(REPO, null)
+  t.ok(await eventually(() => !short.isAccepted(REPO, null)), 'the entry on the short memo TTL expires')
+  t.equal(short.isAccepted(REPO, BASIC), true, 'the long per-entry TTL outlives it')
+  // lru-cache reads a TTL of 0 as "no TTL": such an entry never expires.
+  short.accept('zero.git', null, 0)
+  await sleep(60) // twice the memo TTL: a short fixed wait, there is no condition to poll for
+
+  t.equal(short.isAccepted('zero.git', null), true, 'ttlMs 0 never expires')
+})
+
+void t.test('max: the least recently used acceptance goes first', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR, max: 2 })
+  memo.accept('a.git', null)
+  memo.accept('b.git', null)
+  t.equal(memo.isAccepted('a.git', null), true, 'a is now the most recently used')
+  memo.accept('c.git', null)
+  t.equal(memo.isAccepted('b.git', null), false, 'b was evicted')
+  t.equal(memo.isAccepted('a.git', null), true)
+  t.equal(memo.isAccepted('c.git', null), true)
+})
+
+void t.test('beginCheck: one check per (repository, credential) at a time', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  const end = memo.beginCheck(REPO, BASIC)
+  if (end === null) throw new Error('the first check must begin')
+  t.equal(memo.beginCheck(REPO, BASIC), null, 'a second check of the same pair waits')
+  const others: [string, string | null][] = [
+    [REPO, null],
+    [REPO, 'Basic b3RoZXI6c2VjcmV0'],
+    ['group/other.git', BASIC],
+  ]
+  for (const [r, c] of others) {
+    const e = memo.beginCheck(r, c)
+    t.type(e, 'function', `a check of ${r} / ${String(c)} runs alongside`)
+    e?.()
+  }
+  end()
+  end()
+  t.pass('ending twice is harmless')
+  const again = memo.beginCheck(REPO, BASIC)
+  t.type(again, 'function', 'once ended, a new check may begin')
+  again?.()
+  t.equal(memo.isAccepted(REPO, BASIC), false, 'beginning and ending a check records no verdict')
+})
+
+void t.test('settled: without a check it answers at once', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  t.equal(await memo.settled(REPO, BASIC), false, 'nothing on record')
+  memo.accept(REPO, BASIC)
+  t.equal(await memo.settled(REPO, BASIC), true, 'accepted')
+  // Accepted and a check running: no wait.
+  const end = memo.beginCheck(REPO, BASIC)
+  t.equal(await isSettled(memo.settled(REPO, BASIC)), true, 'an accepted pair does not wait for a running check')
+  end?.()
+})
+
+void t.test('concurrent checks wait for one verdict', async (t) => {
+  const cases: { name: string; verdict: 'accept' | 'reject' | 'none'; want: boolean }[] = [
+    { name: 'the upstream accepted', verdict: 'accept', want: true },
+    { name: 'the upstream refused', verdict: 'reject', want: false },
+    { name: 'the check ended without a verdict (say, upstream unreachable)', verdict: 'none', want: false },
+  ]
+  for (const c of cases) {
+    const memo = new AuthMemo({ ttlMs: HOUR })
+    const end = memo.beginCheck(REPO, BASIC)
+    if (end === null) throw new Error('the first check must begin')
+    // Twenty requests arrive while the first one asks the upstream.
+    const waiters = Array.from({ length: 20 }, () => memo.settled(REPO, BASIC))
+    const unrelated = memo.settled(REPO, null)
+    t.equal(await isSettled(Promise.race(waiters)), false, `${c.name}: the waiters wait`)
+    t.equal(await isSettled(unrelated), true, `${c.name}: another credential does not wait`)
+    t.equal(memo.beginCheck(REPO, BASIC), null, `${c.name}: none of them starts a check`)
+    if (c.verdict === 'accept') memo.accept(REPO, BASIC)
+    if (c.verdict === 'reject') memo.reject(REPO, BASIC)
+    end()
+    t.same(await Promise.all(waiters), Array<boolean>(20).fill(c.want), `${c.name}: every waiter gets the verdict`)
+  }
+})
+
+void t.test('waiters read the verdict when they wake, not when the check ends', async (t) => {
+  const memo = new AuthMemo({ ttlMs: HOUR })
+  const end = memo.beginCheck(REPO, BASIC)
+  const waiter = memo.settled(REPO, BASIC)
+  end?.()
+  // Recorded just after the end, in the same tick: the waiter resumes in a
+  // later microtask and so still sees it.
+  memo.accept(REPO, BASIC)
+  t.equal(await waiter, true, 'a same-tick accept after end() still counts')
+  t.equal(memo.isAccepted(REPO, BASIC), true)
+})
