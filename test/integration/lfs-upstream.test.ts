@@ -66,7 +66,9 @@ void t.test('git-lfs push and clone against the embedded upstream', async (t) =>
     t.equal(log.filter((q) => q.lfs?.endpoint === 'verify' && q.status === 200).length, 3)
     t.equal(log.filter((q) => q.lfs?.endpoint === 'upload').reduce((n, q) => n + q.requestBytes, 0), FILES.reduce((n, f) => n + f.content.length, 0))
     const batch = JSON.parse(log.find((q) => q.lfs?.endpoint === 'batch')!.bodyHead.toString('utf8')) as Record<string, unknown>
-    t.match(batch, { operation: 'upload', transfers: ['lfs-standalone-file', 'basic', 'ssh'], ref: { name: 'refs/heads/main' }, hash_algo: 'sha256' })
+    t.match(batch, { operation: 'upload', ref: { name: 'refs/heads/main' }, hash_algo: 'sha256' })
+    // git-lfs lists its adapters from a Go map: the order changes from run to run.
+    t.same(new Set(batch['transfers'] as string[]), new Set(['lfs-standalone-file', 'basic', 'ssh']))
   })
 
   await t.test('a second push of the same objects uploads nothing', async (t) => {
