@@ -21,7 +21,7 @@
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import type http from 'node:http'
 import path from 'node:path'
 import { Transform } from 'node:stream'
@@ -327,6 +327,28 @@ export class EmbeddedLfs {
 /** Where a bare repository keeps an LFS object: `lfs/objects/ab/cd/<oid>`, as git-lfs does in `.git`. */
 export function lfsObjectPath(repoDir: string, oid: LfsOid): string {
   return path.join(repoDir, 'lfs', 'objects', oid.slice(0, 2), oid.slice(2, 4), oid)
+}
+
+/** The SHA-256 oid of some content. */
+export function lfsOid(content: Uint8Array): LfsOid {
+  // A SHA-256 digest in hex is 64 lowercase hex digits.
+  return createHash('sha256').update(content).digest('hex') as LfsOid
+}
+
+/** The pointer file git-lfs commits in place of the content (git-lfs `docs/spec.md`). */
+export function lfsPointer(oid: LfsOid, size: number): string {
+  return `version https://git-lfs.github.com/spec/v1\noid sha256:${oid}\nsize ${size}\n`
+}
+
+/** Store `content` in a bare repository's LFS store (written aside, then renamed into place). */
+export async function storeLfsObject(repoDir: string, content: Uint8Array): Promise<LfsOid> {
+  const oid = lfsOid(content)
+  const file = lfsObjectPath(repoDir, oid)
+  await mkdir(path.dirname(file), { recursive: true })
+  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+  await writeFile(temp, content)
+  await rename(temp, file)
+  return oid
 }
 
 /** An answer with a status and a message to the client: thrown, and sent by `handle`. */

@@ -12,15 +12,15 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Log } from '../logger.js'
-import { EmbeddedLfs, type LfsFault, type LfsRequestNote } from './embedded-lfs.js'
+import { EmbeddedLfs, lfsOid, lfsPointer, storeLfsObject, type LfsFault, type LfsRequestNote } from './embedded-lfs.js'
 import { runGit } from './git-command.js'
 
 export interface UpstreamRequestRecord {
@@ -314,7 +314,9 @@ function checkBasic(
 }
 
 /**
- * Create `<root>/demo.git` with a few commits if it does not exist yet.
+ * Create `<root>/demo.git` with a few commits if it does not exist yet, one
+ * of them adding a Git LFS file (`assets/logo.bin`, committed as its pointer,
+ * its object in the repository's LFS store), so no git-lfs is needed here.
  * Returns the repository's path relative to the root (`demo.git`).
  */
 export async function ensureDemoRepository(root: string): Promise<string> {
@@ -323,26 +325,53 @@ export async function ensureDemoRepository(root: string): Promise<string> {
   if (await exists(path.join(target, 'HEAD'))) return name
   await mkdir(root, { recursive: true })
   const work = await mkdtemp(path.join(tmpdir(), 'scm-cache-demo-'))
+  const staging = path.join(root, `.${name}.${process.pid}.tmp`)
   try {
     await runGit(['init', '-q', '-b', 'main', work])
-    const files: [string, string][] = [
-      ['README.md', '# demo\n\nA repository served by the scm-cache-proxy embedded upstream.\n'],
-      ['hello.txt', 'hello, world\n'],
+    const logo = demoLfsContent()
+    const commits: { message: string; files: [string, string][] }[] = [
+      { message: 'Add README.md', files: [['README.md', '# demo\n\nA repository served by the scm-cache-proxy embedded upstream.\n']] },
+      { message: 'Add hello.txt', files: [['hello.txt', 'hello, world\n']] },
+      {
+        message: 'Add assets/logo.bin (Git LFS)',
+        files: [
+          ['.gitattributes', '*.bin filter=lfs diff=lfs merge=lfs -text\n'],
+          ['assets/logo.bin', lfsPointer(lfsOid(logo), logo.length)],
+        ],
+      },
     ]
-    for (const [i, [file, text]] of files.entries()) {
-      await writeAndCommit(work, file, text, `Add ${file}`, i)
+    for (const [i, commit] of commits.entries()) {
+      await writeAndCommit(work, commit.files, commit.message, i)
     }
     await runGit(['-C', work, 'tag', '-a', 'v1.0', '-m', 'v1.0'])
-    await runGit(['clone', '-q', '--bare', work, target])
+    await rm(staging, { recursive: true, force: true })
+    await runGit(['clone', '-q', '--bare', work, staging])
+    await storeLfsObject(staging, logo)
+    await rename(staging, target)
   } finally {
     await rm(work, { recursive: true, force: true })
+    await rm(staging, { recursive: true, force: true })
   }
   return name
 }
 
-async function writeAndCommit(work: string, file: string, text: string, message: string, n: number): Promise<void> {
-  await writeFile(path.join(work, file), text)
-  await runGit(['-C', work, 'add', file])
+/** The demo's LFS file: 4 KiB of deterministic bytes (a SHA-256 chain). */
+export function demoLfsContent(): Buffer {
+  const blocks: Buffer[] = []
+  let block = createHash('sha256').update('scm-cache-proxy demo logo').digest()
+  for (let i = 0; i < 128; i++) {
+    blocks.push(block)
+    block = createHash('sha256').update(block).digest()
+  }
+  return Buffer.concat(blocks)
+}
+
+async function writeAndCommit(work: string, files: [string, string][], message: string, n: number): Promise<void> {
+  for (const [file, text] of files) {
+    await mkdir(path.dirname(path.join(work, file)), { recursive: true })
+    await writeFile(path.join(work, file), text)
+    await runGit(['-C', work, 'add', file])
+  }
   const date = `${1700000000 + n * 60} +0000`
   await runGit(['-C', work, 'commit', '-q', '-m', message], {
     GIT_AUTHOR_DATE: date,

@@ -1,13 +1,14 @@
 /**
  * The embedded upstream's Git LFS server, driven by the real git-lfs client
  * (Debian's git-lfs 3.3): push, clone, fsck, the private-repository rules,
- * bad batch requests, object hrefs that need their action's header, locks
- * and the fault hook.
+ * bad batch requests, object hrefs that need their action's header, locks,
+ * the fault hook, and the demo repository's LFS file.
  */
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
+import { demoLfsContent, ensureDemoRepository } from '../../src/upstream/embedded.js'
 import type { LfsFault } from '../../src/upstream/embedded-lfs.js'
 import { git, gitHome, gitOk } from '../helpers/git.js'
 import { basicAuth, LFS_JSON, lfsContent, lfsGitHome, lfsPost, sha256 } from '../helpers/lfs.js'
@@ -273,4 +274,29 @@ void t.test('a private repository: Basic auth on the batch and locks API', async
     t.equal(ok.status, 200)
     t.ok(Buffer.from(await ok.arrayBuffer()).equals(content))
   })
+})
+
+void t.test('the demo repository has one LFS file, readable with and without git-lfs', async (t) => {
+  const dir = t.testdir()
+  const upstream = await startTestUpstream(t, dir)
+  t.equal(await ensureDemoRepository(upstream.root), 'demo.git')
+  const url = `${upstream.url}/demo.git`
+  const logo = demoLfsContent()
+  t.equal(logo.length, 4096)
+  t.ok(readFileSync(storedObject(path.join(upstream.root, 'demo.git'), sha256(logo))).equals(logo))
+
+  const plainHome = gitHome(dir)
+  const plain = path.join(dir, 'plain')
+  await gitOk(plainHome, ['clone', '-q', url, plain])
+  t.equal(readFileSync(path.join(plain, 'assets', 'logo.bin'), 'utf8'), pointer(logo), 'without git-lfs: the pointer file')
+  t.match(readFileSync(path.join(plain, '.gitattributes'), 'utf8'), /filter=lfs/)
+  t.equal(upstream.lfsRequests().length, 0)
+
+  const lfsHome = lfsGitHome(dir)
+  const smudged = path.join(dir, 'smudged')
+  await gitOk(lfsHome, ['clone', '-q', url, smudged])
+  t.ok(readFileSync(path.join(smudged, 'assets', 'logo.bin')).equals(logo), 'with git-lfs: the content')
+  await gitOk(lfsHome, ['-C', smudged, 'lfs', 'fsck'])
+  t.same(upstream.lfsRequests().map((q) => [q.lfs?.endpoint, q.status]), [['batch', 200], ['download', 200]])
+  t.equal(await ensureDemoRepository(upstream.root), 'demo.git', 'a second call keeps the repository')
 })
