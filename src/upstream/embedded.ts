@@ -1,6 +1,7 @@
 /**
  * The embedded upstream: a loopback HTTP server that runs the real
- * `git http-backend` (as CGI) over a directory of bare repositories.
+ * `git http-backend` (as CGI) over a directory of bare repositories, with a
+ * small Git LFS server beside it (`<repo>.git/info/lfs/...`, embedded-lfs.ts).
  *
  * With no `upstream.http.url` configured the proxy starts one over
  * `data/repos` with a demo repository, so `git clone` through the proxy works
@@ -11,14 +12,15 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Log } from '../logger.js'
+import { EmbeddedLfs, lfsOid, lfsPointer, storeLfsObject, type LfsFault, type LfsRequestNote } from './embedded-lfs.js'
 import { runGit } from './git-command.js'
 
 export interface UpstreamRequestRecord {
@@ -33,6 +35,8 @@ export interface UpstreamRequestRecord {
   bodyHead: Buffer
   contentEncoding: string | null
   authorization: boolean
+  /** What a Git LFS request was (`<repo>.git/info/lfs/...`), or null for git requests. */
+  lfs: LfsRequestNote | null
 }
 
 export interface EmbeddedUpstreamOptions {
@@ -47,6 +51,12 @@ export interface EmbeddedUpstreamOptions {
   trace2Dir?: string
   /** Called once per request after the response ended (tests keep a request log). */
   onRequest?: (rec: UpstreamRequestRecord) => void
+  /** Origin of the LFS object hrefs in batch answers; default: from the request's Host header. */
+  lfsUrl?: string
+  /** Seconds an LFS action (href and header) stays valid. Default 3600. */
+  lfsTokenTtl?: number
+  /** Test hook: serve an LFS object download corrupted or cut short. */
+  lfsFault?: (repo: string, oid: string) => LfsFault | null
 }
 
 export interface EmbeddedUpstream {
@@ -56,13 +66,21 @@ export interface EmbeddedUpstream {
 }
 
 const BODY_HEAD_LIMIT = 64 * 1024
+/** `/<repo>.git/info/lfs/<rest>`: the LFS server's part of the URL space. */
+const LFS_PATH = /^\/(.+?\.git)\/info\/lfs\/(.+)$/
 const REALM = 'Basic realm="Git Access", charset="UTF-8"'
 
 /** Start the embedded upstream; resolves when it listens. */
 export async function startEmbeddedUpstream(opts: EmbeddedUpstreamOptions): Promise<EmbeddedUpstream> {
   const root = path.resolve(opts.root)
+  const lfs = new EmbeddedLfs({
+    root,
+    ...(opts.lfsUrl === undefined ? {} : { publicUrl: opts.lfsUrl }),
+    ...(opts.lfsTokenTtl === undefined ? {} : { tokenTtl: opts.lfsTokenTtl }),
+    ...(opts.lfsFault === undefined ? {} : { fault: opts.lfsFault }),
+  })
   const server = http.createServer((req, res) => {
-    handle(req, res, root, opts).catch((err: unknown) => {
+    handle(req, res, root, lfs, opts).catch((err: unknown) => {
       opts.log?.error({ err }, 'embedded upstream: request failed')
       if (!res.headersSent) {
         res.writeHead(500, { 'content-type': 'text/plain' }).end('embedded upstream failed\n')
@@ -90,6 +108,7 @@ async function handle(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   root: string,
+  lfs: EmbeddedLfs,
   opts: EmbeddedUpstreamOptions,
 ): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://upstream')
@@ -104,26 +123,48 @@ async function handle(
     bodyHead: Buffer.alloc(0),
     contentEncoding: headerValue(req, 'content-encoding'),
     authorization: req.headers.authorization !== undefined,
+    lfs: null,
   }
   res.on('close', () => {
     record.status = res.statusCode
     opts.onRequest?.(record)
   })
 
-  const repo = repositoryOf(pathInfo)
+  const lfsPath = LFS_PATH.exec(pathInfo)
+  const repo = lfsPath?.[1] ?? repositoryOf(pathInfo)
   if (repo === null || pathInfo.split('/').includes('..')) {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
     return
   }
-  let remoteUser: string | null = null
   const required = opts.basicAuth?.(repo) ?? null
-  if (required !== null) {
-    remoteUser = checkBasic(req.headers.authorization, required)
-    if (remoteUser === null) {
-      req.resume()
-      res.writeHead(401, { 'www-authenticate': REALM, 'content-type': 'text/plain' }).end('authentication required\n')
-      return
+  const remoteUser = required === null ? null : checkBasic(req.headers.authorization, required)
+  const countRequest = (chunk: Buffer): void => {
+    record.requestBytes += chunk.length
+    if (record.bodyHead.length < BODY_HEAD_LIMIT) {
+      record.bodyHead = Buffer.concat([record.bodyHead, chunk.subarray(0, BODY_HEAD_LIMIT - record.bodyHead.length)])
     }
+  }
+  if (lfsPath?.[2] !== undefined) {
+    await lfs.handle(req, res, {
+      repo,
+      path: lfsPath[2],
+      authorized: required === null || remoteUser !== null,
+      user: remoteUser,
+      localOrigin: localOrigin(req),
+      note: (n) => {
+        record.lfs = n
+      },
+      countRequest,
+      countResponse: (n) => {
+        record.responseBytes += n
+      },
+    })
+    return
+  }
+  if (required !== null && remoteUser === null) {
+    req.resume()
+    res.writeHead(401, { 'www-authenticate': REALM, 'content-type': 'text/plain' }).end('authentication required\n')
+    return
   }
 
   const env: Record<string, string> = {
@@ -168,12 +209,7 @@ async function handle(
     if (!res.writableFinished) child.kill('SIGTERM')
   })
 
-  req.on('data', (chunk: Buffer) => {
-    record.requestBytes += chunk.length
-    if (record.bodyHead.length < BODY_HEAD_LIMIT) {
-      record.bodyHead = Buffer.concat([record.bodyHead, chunk.subarray(0, BODY_HEAD_LIMIT - record.bodyHead.length)])
-    }
-  })
+  req.on('data', countRequest)
   const feed = pipeline(req, child.stdin).catch(() => {
     // The backend may stop reading early (it answers errors before the end of the body).
   })
@@ -243,6 +279,13 @@ function writeCgiHead(res: http.ServerResponse, block: string): void {
   res.writeHead(status, headers)
 }
 
+/** `http://address:port` of the connection's local end. */
+function localOrigin(req: http.IncomingMessage): string {
+  const { localAddress, localPort, localFamily } = req.socket
+  const host = localAddress ?? '127.0.0.1'
+  return `http://${localFamily === 'IPv6' ? `[${host}]` : host}:${localPort ?? 0}`
+}
+
 function headerValue(req: http.IncomingMessage, name: string): string | null {
   const v = req.headers[name]
   if (v === undefined) return null
@@ -271,7 +314,9 @@ function checkBasic(
 }
 
 /**
- * Create `<root>/demo.git` with a few commits if it does not exist yet.
+ * Create `<root>/demo.git` with a few commits if it does not exist yet, one
+ * of them adding a Git LFS file (`assets/logo.bin`, committed as its pointer,
+ * its object in the repository's LFS store), so no git-lfs is needed here.
  * Returns the repository's path relative to the root (`demo.git`).
  */
 export async function ensureDemoRepository(root: string): Promise<string> {
@@ -280,26 +325,53 @@ export async function ensureDemoRepository(root: string): Promise<string> {
   if (await exists(path.join(target, 'HEAD'))) return name
   await mkdir(root, { recursive: true })
   const work = await mkdtemp(path.join(tmpdir(), 'scm-cache-demo-'))
+  const staging = path.join(root, `.${name}.${process.pid}.tmp`)
   try {
     await runGit(['init', '-q', '-b', 'main', work])
-    const files: [string, string][] = [
-      ['README.md', '# demo\n\nA repository served by the scm-cache-proxy embedded upstream.\n'],
-      ['hello.txt', 'hello, world\n'],
+    const logo = demoLfsContent()
+    const commits: { message: string; files: [string, string][] }[] = [
+      { message: 'Add README.md', files: [['README.md', '# demo\n\nA repository served by the scm-cache-proxy embedded upstream.\n']] },
+      { message: 'Add hello.txt', files: [['hello.txt', 'hello, world\n']] },
+      {
+        message: 'Add assets/logo.bin (Git LFS)',
+        files: [
+          ['.gitattributes', '*.bin filter=lfs diff=lfs merge=lfs -text\n'],
+          ['assets/logo.bin', lfsPointer(lfsOid(logo), logo.length)],
+        ],
+      },
     ]
-    for (const [i, [file, text]] of files.entries()) {
-      await writeAndCommit(work, file, text, `Add ${file}`, i)
+    for (const [i, commit] of commits.entries()) {
+      await writeAndCommit(work, commit.files, commit.message, i)
     }
     await runGit(['-C', work, 'tag', '-a', 'v1.0', '-m', 'v1.0'])
-    await runGit(['clone', '-q', '--bare', work, target])
+    await rm(staging, { recursive: true, force: true })
+    await runGit(['clone', '-q', '--bare', work, staging])
+    await storeLfsObject(staging, logo)
+    await rename(staging, target)
   } finally {
     await rm(work, { recursive: true, force: true })
+    await rm(staging, { recursive: true, force: true })
   }
   return name
 }
 
-async function writeAndCommit(work: string, file: string, text: string, message: string, n: number): Promise<void> {
-  await writeFile(path.join(work, file), text)
-  await runGit(['-C', work, 'add', file])
+/** The demo's LFS file: 4 KiB of deterministic bytes (a SHA-256 chain). */
+export function demoLfsContent(): Buffer {
+  const blocks: Buffer[] = []
+  let block = createHash('sha256').update('scm-cache-proxy demo logo').digest()
+  for (let i = 0; i < 128; i++) {
+    blocks.push(block)
+    block = createHash('sha256').update(block).digest()
+  }
+  return Buffer.concat(blocks)
+}
+
+async function writeAndCommit(work: string, files: [string, string][], message: string, n: number): Promise<void> {
+  for (const [file, text] of files) {
+    await mkdir(path.dirname(path.join(work, file)), { recursive: true })
+    await writeFile(path.join(work, file), text)
+    await runGit(['-C', work, 'add', file])
+  }
   const date = `${1700000000 + n * 60} +0000`
   await runGit(['-C', work, 'commit', '-q', '-m', message], {
     GIT_AUTHOR_DATE: date,

@@ -7,6 +7,7 @@ import {
   startEmbeddedUpstream,
   type UpstreamRequestRecord,
 } from '../../src/upstream/embedded.js'
+import type { LfsFault, LfsRequestNote } from '../../src/upstream/embedded-lfs.js'
 import { gunzipSync } from 'node:zlib'
 
 export interface TestUpstream {
@@ -17,13 +18,19 @@ export interface TestUpstream {
   packObjects(): Promise<number>
   /** Upload-pack POSTs that asked for a pack (v0/v1 `want` ... `done`, or v2 `command=fetch`). */
   fetchPosts(): UpstreamRequestRecord[]
+  /** Git LFS requests so far, or those to one endpoint (`batch`, `download`, `upload`, `verify`, `locks`). */
+  lfsRequests(endpoint?: LfsRequestNote['endpoint']): UpstreamRequestRecord[]
   close(): Promise<void>
 }
 
 export async function startTestUpstream(
   t: Test,
   dir: string,
-  opts: { basicAuth?: (repo: string) => { username: string; password: string } | null } = {},
+  opts: {
+    basicAuth?: (repo: string) => { username: string; password: string } | null
+    /** A fault to serve on an LFS object download (called per download, so a test can change its answer). */
+    lfsFault?: (repo: string, oid: string) => LfsFault | null
+  } = {},
 ): Promise<TestUpstream> {
   const root = path.join(dir, 'upstream')
   const trace2Dir = path.join(dir, 'trace2')
@@ -35,6 +42,7 @@ export async function startTestUpstream(
     trace2Dir,
     onRequest: (rec) => requests.push(rec),
     ...(opts.basicAuth === undefined ? {} : { basicAuth: opts.basicAuth }),
+    ...(opts.lfsFault === undefined ? {} : { lfsFault: opts.lfsFault }),
   })
   let closed = false
   const close = async (): Promise<void> => {
@@ -54,6 +62,7 @@ export async function startTestUpstream(
         const body = decodedBody(r)
         return body.includes('command=fetch') || body.includes('want ')
       }),
+    lfsRequests: (endpoint) => requests.filter((r) => r.lfs !== null && (endpoint === undefined || r.lfs.endpoint === endpoint)),
     close,
   }
 }
