@@ -115,7 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done(null, undefined)
   })
   app.route({
-    method: ['GET', 'HEAD', 'POST'],
+    method: ['GET', 'HEAD', 'POST', 'PUT'],
     url: '/*',
     handler: async (request, reply) => {
       reply.hijack()

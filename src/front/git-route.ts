@@ -11,22 +11,34 @@ export type GitEndpoint =
   | { kind: 'rpc'; service: GitService }
   /** Dumb HTTP: `HEAD`, `info/refs` without a service, `objects/...`. Passed through. */
   | { kind: 'dumb'; subPath: string }
+  /** The Git LFS API under `<repo>/info/lfs/` (batch, objects, locks). */
+  | { kind: 'lfs'; subPath: string }
 
 export interface GitRoute {
   repo: RepoPath
   endpoint: GitEndpoint
 }
 
-const DUMB_PATHS = [
-  /^HEAD$/,
-  /^info\/refs$/,
-  /^info\/packs$/,
-  /^objects\/info\/(?:alternates|http-alternates|packs)$/,
-  /^objects\/[0-9a-f]{2}\/[0-9a-f]{38}(?:[0-9a-f]{24})?$/,
-  /^objects\/pack\/pack-[0-9a-f]{40}(?:[0-9a-f]{24})?\.(?:pack|idx)$/,
+/**
+ * The endpoints, each anchored at the end of the path; the repository is
+ * everything before (greedy: a repository may have folders named `objects`
+ * or `info` in its path).
+ */
+const SMART = /^\/(.+)\/(info\/refs|git-upload-pack|git-receive-pack)$/
+const LFS = /^\/(.+)\/info\/lfs\/(.+)$/
+/** Dumb paths, the longer ones first: `x.git/objects/info/packs` is never repository `x.git/objects`. */
+const DUMB = [
+  /^\/(.+)\/(objects\/info\/(?:alternates|http-alternates|packs))$/,
+  /^\/(.+)\/(objects\/[0-9a-f]{2}\/[0-9a-f]{38}(?:[0-9a-f]{24})?)$/,
+  /^\/(.+)\/(objects\/pack\/pack-[0-9a-f]{40}(?:[0-9a-f]{24})?\.(?:pack|idx))$/,
+  /^\/(.+)\/(HEAD|info\/refs|info\/packs)$/,
 ]
 
 const MAX_URL_LENGTH = 4096
+
+/** Methods of each kind of endpoint (anything else is not a Git request: 404). */
+const READ = new Set(['GET', 'HEAD'])
+const LFS_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT'])
 
 /**
  * `pathname` is the raw (still percent-encoded) URL path; `search` the query
@@ -37,30 +49,36 @@ export function classifyGitRequest(method: string, pathname: string, search: str
   if (pathname.length + search.length > MAX_URL_LENGTH) {
     throw new ProtocolError('ERR_PROTOCOL_BAD_PATH', 'request URL too long')
   }
-  const m = /^\/(.+?)\/(info\/refs|git-upload-pack|git-receive-pack|HEAD|objects\/.+|info\/.+)$/.exec(pathname)
-  if (m === null) return null
-  const [, encodedRepo = '', sub = ''] = m
-  const repo = decodeRepoPath(encodedRepo)
-  const params = new URLSearchParams(search)
-
-  if (sub === 'info/refs' && method !== 'POST') {
-    // The proxy must read the request as the upstream does; git http-backend
-    // takes the last of several `service=`, others may take the first.
-    if (params.getAll('service').length > 1) {
-      throw new ProtocolError('ERR_PROTOCOL_BAD_SERVICE', 'the service parameter is given more than once')
+  const smart = SMART.exec(pathname)
+  if (smart !== null) {
+    const [, encodedRepo = '', sub = ''] = smart
+    if (sub === 'info/refs') {
+      if (!READ.has(method)) return null
+      const params = new URLSearchParams(search)
+      // The proxy must read the request as the upstream does; git http-backend
+      // takes the last of several `service=`, others may take the first.
+      if (params.getAll('service').length > 1) {
+        throw new ProtocolError('ERR_PROTOCOL_BAD_SERVICE', 'the service parameter is given more than once')
+      }
+      const service = params.get('service')
+      const repo = decodeRepoPath(encodedRepo)
+      if (service === null) return { repo, endpoint: { kind: 'dumb', subPath: sub } }
+      if (service === 'git-upload-pack' || service === 'git-receive-pack') {
+        return { repo, endpoint: { kind: 'advertisement', service } }
+      }
+      throw new ProtocolError('ERR_PROTOCOL_BAD_SERVICE', `unsupported service ${JSON.stringify(service.slice(0, 40))}`)
     }
-    const service = params.get('service')
-    if (service === null) return { repo, endpoint: { kind: 'dumb', subPath: sub } }
-    if (service === 'git-upload-pack' || service === 'git-receive-pack') {
-      return { repo, endpoint: { kind: 'advertisement', service } }
-    }
-    throw new ProtocolError('ERR_PROTOCOL_BAD_SERVICE', `unsupported service ${JSON.stringify(service.slice(0, 40))}`)
+    if (method !== 'POST' || (sub !== 'git-upload-pack' && sub !== 'git-receive-pack')) return null
+    return { repo: decodeRepoPath(encodedRepo), endpoint: { kind: 'rpc', service: sub } }
   }
-  if (sub === 'git-upload-pack' || sub === 'git-receive-pack') {
-    if (method !== 'POST') return null
-    return { repo, endpoint: { kind: 'rpc', service: sub } }
+  const lfs = LFS.exec(pathname)
+  if (lfs !== null) {
+    const [, encodedRepo = '', sub = ''] = lfs
+    if (!LFS_METHODS.has(method)) return null
+    return { repo: decodeRepoPath(encodedRepo), endpoint: { kind: 'lfs', subPath: `info/lfs/${sub}` } }
   }
-  if (method !== 'GET' && method !== 'HEAD') return null
-  if (!DUMB_PATHS.some((re) => re.test(sub))) return null
-  return { repo, endpoint: { kind: 'dumb', subPath: sub } }
+  const dumb = DUMB.map((re) => re.exec(pathname)).find((m) => m !== null)
+  if (dumb === undefined || !READ.has(method)) return null
+  const [, encodedRepo = '', sub = ''] = dumb
+  return { repo: decodeRepoPath(encodedRepo), endpoint: { kind: 'dumb', subPath: sub } }
 }

@@ -72,7 +72,7 @@ export class GitHttpFront {
    */
   take(req: IncomingMessage, res: ServerResponse): boolean {
     const method = req.method ?? 'GET'
-    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') return false
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST' && method !== 'PUT') return false
     // Split the raw URL by hand: WHATWG URL would resolve `..` before we could refuse it.
     const url = splitRawUrl(req.url ?? '/')
     let route: GitRoute | null
@@ -172,7 +172,7 @@ export async function passThrough(
 ): Promise<void> {
   const { route, request } = ctx
   const sub = subPathOf(route)
-  const method = request.method === 'POST' ? 'POST' : request.method === 'HEAD' ? 'HEAD' : 'GET'
+  const method = request.method === 'POST' || request.method === 'PUT' || request.method === 'HEAD' ? request.method : 'GET'
   const headers = forwardRequestHeaders(request.headers)
   if (body !== undefined) {
     delete headers['transfer-encoding']
@@ -184,7 +184,7 @@ export async function passThrough(
     // The query string goes along on every request: an upstream may read credentials from it.
     subPath: sub + ctx.search,
     headers,
-    body: method === 'POST' ? (body ?? request) : null,
+    body: method === 'POST' || method === 'PUT' ? (body ?? request) : null,
     signal: ctx.signal,
   })
   ctx.outcome.status = upstreamRes.statusCode
@@ -218,12 +218,13 @@ export function subPathOf(route: GitRoute): string {
     case 'rpc':
       return route.endpoint.service
     case 'dumb':
+    case 'lfs':
       return route.endpoint.subPath
   }
 }
 
 function serviceName(route: GitRoute): string {
-  return route.endpoint.kind === 'dumb' ? 'dumb' : route.endpoint.service
+  return route.endpoint.kind === 'dumb' || route.endpoint.kind === 'lfs' ? route.endpoint.kind : route.endpoint.service
 }
 
 function commandName(route: GitRoute): string {
@@ -234,6 +235,8 @@ function commandName(route: GitRoute): string {
       return route.endpoint.service === 'git-upload-pack' ? 'upload-pack' : 'receive-pack'
     case 'dumb':
       return 'dumb'
+    case 'lfs':
+      return 'lfs'
   }
 }
 

@@ -25,7 +25,7 @@ const HOP_BY_HOP = new Set([
 ])
 
 export interface UpstreamRequest {
-  method: 'GET' | 'POST' | 'HEAD'
+  method: 'GET' | 'POST' | 'PUT' | 'HEAD'
   repo: RepoPath
   /** Path below the repository, with query string: `info/refs?service=git-upload-pack`. */
   subPath: string

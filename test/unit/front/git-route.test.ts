@@ -60,8 +60,8 @@ void t.test('methods', async (t) => {
     { name: 'POST of HEAD', method: 'POST', path: '/app.git/HEAD', want: null },
     { name: 'DELETE of an object', method: 'DELETE', path: `/app.git/objects/aa/${OID40.slice(2)}`, want: null },
     // Only POST is excluded for the advertisement: other methods are classified as a GET would be.
-    { name: 'PUT of the advertisement', method: 'PUT', path: '/app.git/info/refs', search: up, want: adv('app.git', 'git-upload-pack') },
-    { name: 'OPTIONS of dumb info/refs', method: 'OPTIONS', path: '/app.git/info/refs', want: dumb('app.git', 'info/refs') },
+    { name: 'PUT of the advertisement is no Git request', method: 'PUT', path: '/app.git/info/refs', search: up, want: null },
+    { name: 'OPTIONS of dumb info/refs is no Git request', method: 'OPTIONS', path: '/app.git/info/refs', want: null },
     // Methods are compared as Node gives them (upper case).
     { name: 'lower-case post', method: 'post', path: '/app.git/git-upload-pack', want: null },
     { name: 'lower-case get of HEAD', method: 'get', path: '/app.git/HEAD', want: null },
@@ -138,9 +138,10 @@ void t.test('paths that name no Git endpoint', async (t) => {
     // The repository part is matched shortest-first, so a repository path with
     // an `objects/` or `info/` segment in it is read as a dumb sub-path of its
     // first segment and is no endpoint at all. Pinned as it is.
-    { name: 'a repository under an "objects" group', method: 'GET', path: '/team/objects/app.git/info/refs', search: up, want: null },
-    { name: 'a repository under an "info" group', method: 'POST', path: '/team/info/app.git/git-upload-pack', want: null },
-    { name: 'a repository called "objects"', method: 'POST', path: '/team/objects/git-upload-pack', want: null },
+    // A repository may have folders named objects or info in its path.
+    { name: 'a repository under an "objects" group', method: 'GET', path: '/team/objects/app.git/info/refs', search: up, want: adv('team/objects/app.git', 'git-upload-pack') },
+    { name: 'a repository under an "info" group', method: 'POST', path: '/team/info/app.git/git-upload-pack', want: rpc('team/info/app.git', 'git-upload-pack') },
+    { name: 'a repository called "objects"', method: 'POST', path: '/team/objects/git-upload-pack', want: rpc('team/objects', 'git-upload-pack') },
     { name: 'a group "info" at the root works', method: 'POST', path: '/info/app.git/git-upload-pack', want: rpc('info/app.git', 'git-upload-pack') },
     { name: 'a group "HEAD" works', method: 'POST', path: '/HEAD/app.git/git-upload-pack', want: rpc('HEAD/app.git', 'git-upload-pack') },
   ])
@@ -187,4 +188,17 @@ void t.test('bad paths throw ERR_PROTOCOL_BAD_PATH', async (t) => {
   t.same(classifyGitRequest('POST', `/${repo1024}/git-upload-pack`, ''), rpc(repo1024, 'git-upload-pack'), 'a repository path of 1024')
   const path4096 = `/app.git/${'x'.repeat(4096 - '/app.git/'.length)}`
   t.equal(classifyGitRequest('GET', path4096, ''), null, 'a URL of exactly 4096 characters is measured, then not matched')
+})
+
+void t.test('the Git LFS API under <repo>/info/lfs/', (t) => {
+  const lfs = (repo: string, subPath: string): GitRoute => ({ repo, endpoint: { kind: 'lfs', subPath } }) as GitRoute // as above
+  for (const method of ['GET', 'HEAD', 'POST', 'PUT']) {
+    t.same(classifyGitRequest(method, '/group/app.git/info/lfs/objects/batch', ''), lfs('group/app.git', 'info/lfs/objects/batch'), method)
+  }
+  const oid = 'a'.repeat(64)
+  t.same(classifyGitRequest('GET', `/app.git/info/lfs/objects/${oid}`, ''), lfs('app.git', `info/lfs/objects/${oid}`))
+  t.same(classifyGitRequest('POST', '/app.git/info/lfs/locks/verify', ''), lfs('app.git', 'info/lfs/locks/verify'))
+  t.equal(classifyGitRequest('DELETE', '/app.git/info/lfs/locks', ''), null, 'other methods are no Git request')
+  t.throws(() => classifyGitRequest('GET', '/../x.git/info/lfs/objects/batch', ''), /segment/)
+  t.end()
 })
