@@ -3,6 +3,7 @@
  * caller (src/proxy.ts) owns listening and shutdown.
  */
 import { createServer } from 'node:http'
+import type { Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
 import type { BodyPace } from './front/body-guard.js'
@@ -52,9 +53,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         // How often Node enforces the header deadline below.
         { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(idleTimeoutMs / 4))) },
         (req, res) => {
+          // A request is under way: its own deadlines apply (below, and front/body-guard.ts).
+          req.socket.setTimeout(0)
           if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
         },
       )
+      // A connection that sends nothing at all is not covered by Node's
+      // header deadline: it gets the idle timeout until its first request.
+      server.on('connection', (socket: Socket) => {
+        socket.setTimeout(idleTimeoutMs)
+        socket.once('timeout', () => {
+          socket.destroy()
+        })
+      })
       // DESIGN §3.9. Idle means waiting for the client: for its next request
       // (keep-alive), for the rest of its headers (a connection that sends
       // nothing included), or for its body (front/body-guard.ts). A response
