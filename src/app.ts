@@ -2,11 +2,14 @@
  * buildApp: the fastify instance with every route, and no listen. The
  * caller (src/proxy.ts) owns listening and shutdown.
  */
-import { createServer } from 'node:http'
+import { createServer, type RequestListener } from 'node:http'
+import type { SecureContextOptions } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
 import { GitHttpFront, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
 import type { HttpUpstream } from './upstream/http.js'
+import type { TrustedProxies } from './front/forwarded.js'
+import { createTlsServer } from './front/tls.js'
 
 export interface AppDeps {
   log: Log
@@ -19,6 +22,9 @@ export interface AppDeps {
   ready?: () => Promise<string | null>
   /** Extra plugins (REST, metrics) registered before the Git catch-all. */
   register?: (app: FastifyInstance) => Promise<void>
+  /** Certificate and key: the HTTP front speaks HTTPS (src/front/tls.ts). */
+  tls?: SecureContextOptions
+  trustedProxies?: TrustedProxies
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -28,6 +34,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     log: deps.log.child({ component: 'http' }),
     ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
     ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
+    ...(deps.trustedProxies === undefined ? {} : { trustedProxies: deps.trustedProxies }),
   })
   const app = Fastify({
     loggerInstance,
@@ -35,9 +42,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (REST API, health, metrics). Under /rest/ fastify routes first, and
     // its catch-all below hands over a Git path no REST route took.
     serverFactory: (handler) => {
-      const server = createServer((req, res) => {
+      const listener: RequestListener = (req, res) => {
         if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
-      })
+      }
+      const server = deps.tls === undefined ? createServer(listener) : createTlsServer(deps.tls, listener)
       // What fastify sets on servers it makes itself, from the options below.
       server.requestTimeout = 0
       server.keepAliveTimeout = 65_000

@@ -24,9 +24,12 @@ import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { Metrics } from './metrics.js'
 import type { SshFront } from './front/ssh.js'
+import { readCaFile, readTlsFiles, reloadTls } from './front/tls.js'
+import { TrustedProxies } from './front/forwarded.js'
+import { DrainState } from './drain.js'
 
 export interface RunningProxy {
-  /** `http://host:port` the HTTP front listens on. */
+  /** `http://host:port` (`https://` with TLS) the HTTP front listens on. */
   readonly url: string
   readonly upstreamUrl: string
   /** Set when the embedded upstream runs: the demo repository's path. */
@@ -37,6 +40,10 @@ export interface RunningProxy {
   readonly disk: DiskGuard
   /** `ssh://host:port` the SSH front listens on; null when no SSH upstream is configured. */
   readonly sshUrl: string | null
+  /** `/readyz` fails from now on, all else is served as before (src/drain.ts). */
+  beginDrain(): void
+  /** Re-read the TLS certificate and key for new connections; false when the front has no TLS. */
+  reloadTls(): Promise<boolean>
   close(): Promise<void>
 }
 
@@ -64,9 +71,14 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     upstreamUrl = config.upstream.httpUrl
   }
 
+  const tlsFiles = config.proxy.httpTls
+  const tls = tlsFiles === null ? undefined : await readTlsFiles(tlsFiles)
+  const ca = config.upstream.httpCa === null ? undefined : await readCaFile(config.upstream.httpCa)
+  const drain = new DrainState()
   const metrics = new Metrics()
   const upstream = new HttpUpstream({
     baseUrl: upstreamUrl,
+    ...(ca === undefined ? {} : { ca }),
     observe: (method, status, seconds) => {
       metrics.observeUpstream(method, status, seconds)
     },
@@ -133,7 +145,9 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
       metrics.observeRequest(o)
     },
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    ready: () => readiness(upstream, config.cacheDir),
+    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir)),
+    ...(tls === undefined ? {} : { tls }),
+    trustedProxies: new TrustedProxies(config.proxy.trustedProxies),
     register: async (app) => {
       await app.register(webhookPlugin, {
         prefix: REST_PREFIX,
@@ -212,7 +226,7 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
   const addr = app.server.address() as AddressInfo // listening on TCP: address() is an AddressInfo
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   return {
-    url: `http://${host}:${addr.port}`,
+    url: `${tls === undefined ? 'http' : 'https'}://${host}:${addr.port}`,
     upstreamUrl: upstreamUrl.toString().replace(/\/$/, ''),
     demoRepo,
     app,
@@ -220,6 +234,14 @@ export async function startProxy(config: Config, log: Log): Promise<RunningProxy
     settings,
     disk,
     sshUrl: sshFront?.url ?? null,
+    beginDrain: () => {
+      drain.begin()
+    },
+    reloadTls: async () => {
+      if (tlsFiles === null) return false
+      await reloadTls(app.server, tlsFiles)
+      return true
+    },
     close: async () => {
       await sshFront?.close()
       await app.close()

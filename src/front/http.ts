@@ -8,6 +8,7 @@ import { ProtocolError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream } from '../upstream/http.js'
 import { classifyGitRequest, type GitRoute } from './git-route.js'
+import { clientOfRequest, NO_TRUSTED_PROXIES, type TrustedProxies } from './forwarded.js'
 import { ClientGone, failResponse, streamResponse } from './http-response.js'
 
 export interface GitHttpOptions {
@@ -17,6 +18,8 @@ export interface GitHttpOptions {
   handlers?: GitRouteHandler
   /** Told of every finished Git request (the fields of its log line), for metrics. */
   onRequestDone?: (o: GitRequestOutcome & { proto: string }) => void
+  /** Balancers whose X-Forwarded-For/-Proto go into the log line. */
+  trustedProxies?: TrustedProxies
 }
 
 /** What one Git request did: the fields of its log line (DESIGN §9). */
@@ -126,6 +129,7 @@ export class GitHttpFront {
           status: ctx.outcome.status || res.statusCode,
           bytes: ctx.outcome.bytes,
           ms: Math.round(performance.now() - started),
+          ...clientOfRequest(request, opts.trustedProxies ?? NO_TRUSTED_PROXIES),
           aborted: gone.aborted || undefined,
         },
         'git request',
