@@ -39,10 +39,10 @@ async function main(): Promise<void> {
   const proxy = await startProxy(config, log)
   log.info({ url: proxy.url, upstream: proxy.upstreamUrl }, 'listening')
   if (proxy.demoRepo !== null) {
-    const port = new URL(proxy.url).port
+    const { port, protocol } = new URL(proxy.url)
     process.stderr.write(
       `\nscm-cache-proxy is listening on ${proxy.url} in front of its embedded upstream.\n` +
-        `Try:  git clone http://localhost:${port}/${proxy.demoRepo}\n\n`,
+        `Try:  git clone ${protocol}//localhost:${port}/${proxy.demoRepo}\n\n`,
     )
   }
 

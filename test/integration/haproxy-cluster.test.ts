@@ -93,6 +93,16 @@ void t.test('three nodes behind HAProxy from deploy/haproxy.cfg', { skip: haprox
     if (r.code !== 0) throw new Error(`clone of ${repo} through HAProxy failed:\n${r.stderr}`)
   }
 
+  await t.test('the admin REST API and /metrics are not reachable through the balancer', async (t) => {
+    for (const p of ['/rest/scm-cache/latest/caches', '/rest/scm-cache/latest/webhook', '/metrics']) {
+      const res = await fetch(`${lb.url}${p}`)
+      await res.arrayBuffer()
+      t.equal(res.status, 403, p)
+    }
+    const ready = await fetch(`${lb.url}/readyz`)
+    t.equal(ready.status, 200, '/readyz passes (answered by a node)')
+  })
+
   await t.test('a burst of 16 clones of one repository: one node, one upstream pack generation', async (t) => {
     const packsBefore = await upstream.packObjects()
     await Promise.all(Array.from({ length: 16 }, (_, i) => clone('burst.git', i)))
