@@ -2,7 +2,7 @@ import eslint from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'data/**', 'bench/results/**', 'eslint.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'data/**', 'bench/results/**', 'eslint.config.js', 'deploy/**'] },
   eslint.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -2,13 +2,16 @@
  * buildApp: the fastify instance with every route, and no listen. The
  * caller (src/proxy.ts) owns listening and shutdown.
  */
-import { createServer } from 'node:http'
+import { createServer, type RequestListener } from 'node:http'
 import type { Socket } from 'node:net'
+import type { SecureContextOptions } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
 import type { BodyPace } from './front/body-guard.js'
 import { GitHttpFront, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
 import type { HttpUpstream } from './upstream/http.js'
+import type { TrustedProxies } from './front/forwarded.js'
+import { createTlsServer } from './front/tls.js'
 
 export interface AppDeps {
   log: Log
@@ -30,6 +33,9 @@ export interface AppDeps {
   ready?: () => Promise<string | null>
   /** Extra plugins (REST, metrics) registered before the Git catch-all. */
   register?: (app: FastifyInstance) => Promise<void>
+  /** Certificate and key: the HTTP front speaks HTTPS (src/front/tls.ts). */
+  tls?: SecureContextOptions
+  trustedProxies?: TrustedProxies
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -42,6 +48,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyPace: deps.limits.bodyPace,
     ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
     ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
+    ...(deps.trustedProxies === undefined ? {} : { trustedProxies: deps.trustedProxies }),
   })
   const app = Fastify({
     loggerInstance,
@@ -49,18 +56,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (REST API, health, metrics). Under /rest/ fastify routes first, and
     // its catch-all below hands over a Git path no REST route took.
     serverFactory: (handler) => {
-      const server = createServer(
-        // How often Node enforces the header deadline below.
-        { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(idleTimeoutMs / 4))) },
-        (req, res) => {
-          // A request is under way: its own deadlines apply (below, and front/body-guard.ts).
-          req.socket.setTimeout(0)
-          if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
-        },
-      )
+      const listener: RequestListener = (req, res) => {
+        // A request is under way: its own deadlines apply (below, and front/body-guard.ts).
+        req.socket.setTimeout(0)
+        if (req.url?.startsWith('/rest/') === true || !git.take(req, res)) handler(req, res)
+      }
+      // How often Node enforces the header deadline below.
+      const connectionsCheckingInterval = Math.max(100, Math.min(30_000, Math.floor(idleTimeoutMs / 4)))
+      const server =
+        deps.tls === undefined
+          ? createServer({ connectionsCheckingInterval }, listener)
+          : createTlsServer(deps.tls, listener, { connectionsCheckingInterval, firstByteTimeoutMs: idleTimeoutMs })
       // A connection that sends nothing at all is not covered by Node's
-      // header deadline: it gets the idle timeout until its first request.
-      server.on('connection', (socket: Socket) => {
+      // header deadline: it gets the idle timeout until its first request
+      // (on a TLS front, once its handshake is done).
+      server.on(deps.tls === undefined ? 'connection' : 'secureConnection', (socket: Socket) => {
         socket.setTimeout(idleTimeoutMs)
         socket.once('timeout', () => {
           socket.destroy()

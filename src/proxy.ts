@@ -27,9 +27,12 @@ import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { Metrics } from './metrics.js'
 import type { SshFront } from './front/ssh.js'
+import { readCaFile, readTlsFiles, reloadTls } from './front/tls.js'
+import { TrustedProxies } from './front/forwarded.js'
+import { DrainState } from './drain.js'
 
 export interface RunningProxy {
-  /** `http://host:port` the HTTP front listens on. */
+  /** `http://host:port` (`https://` with TLS) the HTTP front listens on. */
   readonly url: string
   readonly upstreamUrl: string
   /** Set when the embedded upstream runs: the demo repository's path. */
@@ -40,6 +43,10 @@ export interface RunningProxy {
   readonly disk: DiskGuard
   /** `ssh://host:port` the SSH front listens on; null when no SSH upstream is configured. */
   readonly sshUrl: string | null
+  /** `/readyz` fails from now on, all else is served as before (src/drain.ts). */
+  beginDrain(): void
+  /** Re-read the TLS certificate and key for new connections; false when the front has no TLS. */
+  reloadTls(): Promise<boolean>
   close(): Promise<void>
 }
 
@@ -82,9 +89,14 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     upstreamUrl = config.upstream.httpUrl
   }
 
+  const tlsFiles = config.proxy.httpTls
+  const tls = tlsFiles === null ? undefined : await readTlsFiles(tlsFiles)
+  const ca = config.upstream.httpCa === null ? undefined : await readCaFile(config.upstream.httpCa)
+  const drain = new DrainState()
   const metrics = new Metrics()
   const upstream = new HttpUpstream({
     baseUrl: upstreamUrl,
+    ...(ca === undefined ? {} : { ca }),
     observe: (method, status, seconds) => {
       metrics.observeUpstream(method, status, seconds)
     },
@@ -166,7 +178,9 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       metrics.observeRequest(o)
     },
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    ready: () => readiness(upstream, config.cacheDir),
+    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir)),
+    ...(tls === undefined ? {} : { tls }),
+    trustedProxies: new TrustedProxies(config.proxy.trustedProxies),
     register: async (app) => {
       await app.register(webhookPlugin, {
         prefix: REST_PREFIX,
@@ -249,7 +263,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const addr = app.server.address() as AddressInfo // listening on TCP: address() is an AddressInfo
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   return {
-    url: `http://${host}:${addr.port}`,
+    url: `${tls === undefined ? 'http' : 'https'}://${host}:${addr.port}`,
     upstreamUrl: upstreamUrl.toString().replace(/\/$/, ''),
     demoRepo,
     app,
@@ -257,6 +271,14 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     settings,
     disk,
     sshUrl: sshFront?.url ?? null,
+    beginDrain: () => {
+      drain.begin()
+    },
+    reloadTls: async () => {
+      if (tlsFiles === null) return false
+      await reloadTls(app.server, tlsFiles)
+      return true
+    },
     close: async () => {
       await sshFront?.close()
       await app.close()

@@ -7,6 +7,7 @@ import { pino } from 'pino'
 import { ConfigError } from './errors.js'
 import { describeConfig, loadConfig, parseArgs } from './config/load.js'
 import { startProxy } from './proxy.js'
+import { drainAndClose } from './drain.js'
 
 const SHUTDOWN_DEADLINE_MS = 30_000
 
@@ -38,24 +39,23 @@ async function main(): Promise<void> {
   const proxy = await startProxy(config, log)
   log.info({ url: proxy.url, upstream: proxy.upstreamUrl }, 'listening')
   if (proxy.demoRepo !== null) {
-    const port = new URL(proxy.url).port
+    const { port, protocol } = new URL(proxy.url)
     process.stderr.write(
       `\nscm-cache-proxy is listening on ${proxy.url} in front of its embedded upstream.\n` +
-        `Try:  git clone http://localhost:${port}/${proxy.demoRepo}\n\n`,
+        `Try:  git clone ${protocol}//localhost:${port}/${proxy.demoRepo}\n\n`,
     )
   }
 
   let stopping = false
+  const skipDrain = new AbortController()
   const stop = (signal: string): void => {
-    if (stopping) return
+    if (stopping) {
+      skipDrain.abort()
+      return
+    }
     stopping = true
-    log.info({ signal }, 'shutting down: no new connections, waiting for transfers in flight')
-    const deadline = setTimeout(() => {
-      log.warn({ deadlineMs: SHUTDOWN_DEADLINE_MS }, 'shutdown deadline passed: closing remaining connections')
-      proxy.app.server.closeAllConnections()
-    }, SHUTDOWN_DEADLINE_MS)
-    deadline.unref()
-    proxy.close().then(
+    const drainMs = config.proxy.shutdownDrain * 1000
+    drainAndClose(proxy, { reason: signal, drainMs, deadlineMs: SHUTDOWN_DEADLINE_MS, skip: skipDrain.signal, log }).then(
       () => {
         log.info('stopped')
         process.exitCode = 0
@@ -68,6 +68,17 @@ async function main(): Promise<void> {
   }
   process.on('SIGTERM', () => { stop('SIGTERM') })
   process.on('SIGINT', () => { stop('SIGINT') })
+  // SIGHUP reloads the TLS certificate (and would otherwise end the process).
+  process.on('SIGHUP', () => {
+    proxy.reloadTls().then(
+      (reloaded) => {
+        log.info(reloaded ? 'SIGHUP: TLS certificate and key reloaded' : 'SIGHUP: no TLS configured, nothing to reload')
+      },
+      (err: unknown) => {
+        log.error({ err }, 'SIGHUP: TLS certificate not reloaded, the previous one stays in use')
+      },
+    )
+  })
 }
 
 main().catch((err: unknown) => {

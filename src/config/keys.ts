@@ -192,6 +192,32 @@ export const KEYS = Object.freeze({
     v.secret,
     'Admin password for /rest/scm-cache/...; set both or neither.',
   ),
+  proxyHttpTlsCert: optional(
+    'proxy.http.tls.cert',
+    v.file,
+    'PEM certificate (chain allowed) of the HTTP front; set with proxy.http.tls.key; reloaded on SIGHUP; unset: plain HTTP.',
+  ),
+  proxyHttpTlsKey: optional(
+    'proxy.http.tls.key',
+    v.file,
+    'PEM private key of the HTTP front; set both or neither; reloaded on SIGHUP.',
+  ),
+  upstreamHttpCa: optional(
+    'upstream.http.ca',
+    v.file,
+    "PEM file of the CA(s) that sign the upstream's HTTPS certificate; unset: the system's CAs.",
+  ),
+  proxyHttpTrustedProxies: optional(
+    'proxy.http.trusted-proxies',
+    v.cidrs,
+    'Comma-separated CIDRs of load balancers whose X-Forwarded-For/-Proto are logged; unset: none.',
+  ),
+  proxyShutdownDrain: required(
+    'proxy.shutdown.drain',
+    v.drainSeconds,
+    '10',
+    'Seconds a node keeps serving after SIGTERM with /readyz failing, before it stops accepting.',
+  ),
 })
 
 /** Every key of the table, in table order. */

@@ -45,6 +45,8 @@ export interface Config {
     readonly sshUrl: Readonly<URL> | null
     readonly sshKey: string | null
     readonly sshKnownHosts: string | null
+    /** PEM file of the CAs the upstream's HTTPS certificate is checked against; null: the system's. */
+    readonly httpCa: string | null
   }
   readonly proxy: {
     readonly httpHost: string
@@ -59,6 +61,12 @@ export interface Config {
     readonly httpMaxConnections: number
     /** Bytes. */
     readonly httpBodyMemory: number
+    /** PEM files of the HTTP front's certificate (chain) and key; null: plain HTTP. */
+    readonly httpTls: { readonly cert: string; readonly key: string } | null
+    /** `address/prefix` blocks whose X-Forwarded-* headers are believed (logs only); empty: none. */
+    readonly trustedProxies: readonly string[]
+    /** Seconds to keep serving after SIGTERM, failing /readyz, before closing. */
+    readonly shutdownDrain: number
   }
   /** Absolute. */
   readonly cacheDir: string
@@ -258,6 +266,11 @@ export function describeConfig(cfg: Config): Record<string, unknown> {
     [KEYS.webhookSecret.key]: cfg.webhookSecret === null ? null : '(set)',
     [KEYS.restAuthUsername.key]: cfg.restAuth?.username ?? null,
     [KEYS.restAuthPassword.key]: cfg.restAuth === null ? null : '(set)',
+    [KEYS.proxyHttpTlsCert.key]: p.httpTls?.cert ?? null,
+    [KEYS.proxyHttpTlsKey.key]: p.httpTls?.key ?? null,
+    [KEYS.upstreamHttpCa.key]: u.httpCa,
+    [KEYS.proxyHttpTrustedProxies.key]: p.trustedProxies.length === 0 ? null : p.trustedProxies.join(','),
+    [KEYS.proxyShutdownDrain.key]: p.shutdownDrain,
   }
 }
 
@@ -437,16 +450,23 @@ function buildConfig(
     return resolve(spec)
   }
 
-  function restAuth(username: string | null, password: string | null): Config['restAuth'] {
-    if (username !== null && password !== null) return { username, password }
-    if (username !== null || password !== null) {
-      const [isSet, notSet] =
-        username === null
-          ? [KEYS.restAuthPassword.key, KEYS.restAuthUsername.key]
-          : [KEYS.restAuthUsername.key, KEYS.restAuthPassword.key]
+  /** Two keys that go together: both values, or null when neither is set (one alone is an error). */
+  function pair<A, B>(a: OptionalKeySpec<A>, b: OptionalKeySpec<B>): [A, B] | null {
+    const [va, vb] = [opt(a), opt(b)]
+    if (va !== null && vb !== null) return [va, vb]
+    if (va !== null || vb !== null) {
+      const [isSet, notSet] = va === null ? [b.key, a.key] : [a.key, b.key]
       errors.push(`${isSet} is set but ${notSet} is not: set both or neither`)
     }
     return null
+  }
+  function restAuth(): Config['restAuth'] {
+    const both = pair(KEYS.restAuthUsername, KEYS.restAuthPassword)
+    return both === null ? null : { username: both[0], password: both[1] }
+  }
+  function httpTls(): Config['proxy']['httpTls'] {
+    const both = pair(KEYS.proxyHttpTlsCert, KEYS.proxyHttpTlsKey)
+    return both === null ? null : { cert: both[0], key: both[1] }
   }
 
   // Resolved in table order, so problems are listed in that order.
@@ -457,6 +477,7 @@ function buildConfig(
       sshUrl: opt(KEYS.upstreamSshUrl),
       sshKey: opt(KEYS.upstreamSshKey),
       sshKnownHosts: opt(KEYS.upstreamSshKnownHosts),
+      httpCa: opt(KEYS.upstreamHttpCa),
     },
     proxy: {
       httpHost: get(KEYS.proxyHttpHost),
@@ -469,6 +490,9 @@ function buildConfig(
       httpIdleTimeout: get(KEYS.proxyHttpIdleTimeout),
       httpMaxConnections: get(KEYS.proxyHttpMaxConnections),
       httpBodyMemory: get(KEYS.proxyHttpBodyMemory),
+      httpTls: httpTls(),
+      trustedProxies: opt(KEYS.proxyHttpTrustedProxies) ?? [],
+      shutdownDrain: get(KEYS.proxyShutdownDrain),
     },
     cacheDir: get(KEYS.cacheDir),
     cache: {
@@ -485,7 +509,7 @@ function buildConfig(
     authTtl: get(KEYS.authTtl),
     credentialHeaders: get(KEYS.authCredentialHeaders),
     webhookSecret: opt(KEYS.webhookSecret),
-    restAuth: restAuth(opt(KEYS.restAuthUsername), opt(KEYS.restAuthPassword)),
+    restAuth: restAuth(),
     source: { file },
   }
 }

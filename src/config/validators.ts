@@ -6,6 +6,7 @@
  * Raw text reaches a validator already trimmed (except for secrets) and never
  * empty for optional keys: the loader maps an empty optional value to unset.
  */
+import { isIP } from 'node:net'
 import path from 'node:path'
 
 export type Protocol = 'HTTP' | 'SSH'
@@ -59,6 +60,11 @@ export const seconds = rangedInteger(1, MAX_SECONDS, `whole seconds from 1 to ${
 
 /** A count of things (connections): a whole number from 1 to 1000000. */
 export const count = rangedInteger(1, 1_000_000, 'a whole number from 1 to 1000000')
+/** The longest shutdown drain: one hour. */
+export const MAX_DRAIN_SECONDS = 3600
+
+/** The drain after SIGTERM: whole seconds from 0 (none) to an hour. */
+export const drainSeconds = rangedInteger(0, MAX_DRAIN_SECONDS, `whole seconds from 0 to ${MAX_DRAIN_SECONDS}`)
 
 /** A TCP port; 0 lets the OS pick one. */
 export const port = rangedInteger(0, 65535, 'a whole number from 0 to 65535')
@@ -246,5 +252,30 @@ export const headerNames: Validator<readonly string[]> = {
       if (!names.includes(name)) names.push(name)
     }
     return valid(Object.freeze(names))
+  },
+}
+
+/**
+ * A comma-separated list of IP addresses and CIDR blocks (`10.0.0.0/8`,
+ * `192.0.2.7`, `fd00::/8`), normalised to `address/prefix` (a bare address
+ * gets /32 or /128). Empty items are skipped.
+ */
+export const cidrs: Validator<readonly string[]> = {
+  allowed: 'a comma-separated list of IP addresses or CIDR blocks, e.g. 10.0.0.0/8, 192.0.2.7, fd00::/8',
+  secret: false,
+  parse(raw) {
+    const out: string[] = []
+    for (const item of raw.split(',')) {
+      const text = item.trim()
+      if (text === '') continue
+      const [address = '', prefix, extra] = text.split('/')
+      const family = isIP(address)
+      if (family === 0 || extra !== undefined) return INVALID
+      const max = family === 4 ? 32 : 128
+      const bits = prefix === undefined ? max : wholeNumber(prefix)
+      if (bits === null || bits > max) return INVALID
+      out.push(`${address.toLowerCase()}/${bits}`)
+    }
+    return out.length === 0 ? INVALID : valid(Object.freeze(out))
   },
 }

@@ -12,6 +12,7 @@ import { credentialOf, type Credential } from '../service/credential.js'
 import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream } from '../upstream/http.js'
 import { guardBody, type BodyPace } from './body-guard.js'
 import { classifyGitRequest, type GitRoute } from './git-route.js'
+import { clientOfRequest, NO_TRUSTED_PROXIES, type TrustedProxies } from './forwarded.js'
 import { ClientGone, failResponse, streamResponse } from './http-response.js'
 
 export interface GitHttpOptions {
@@ -25,6 +26,8 @@ export interface GitHttpOptions {
   credentialHeaders: readonly string[]
   /** Deadlines for request bodies (DESIGN §3.9). */
   bodyPace: BodyPace
+  /** Balancers whose X-Forwarded-For/-Proto go into the log line. */
+  trustedProxies?: TrustedProxies
 }
 
 /** What one Git request did: the fields of its log line (DESIGN §9). */
@@ -154,6 +157,7 @@ export class GitHttpFront {
           status: ctx.outcome.status || res.statusCode,
           bytes: ctx.outcome.bytes,
           ms: Math.round(performance.now() - started),
+          ...clientOfRequest(request, opts.trustedProxies ?? NO_TRUSTED_PROXIES),
           aborted: gone.aborted || undefined,
         },
         'git request',

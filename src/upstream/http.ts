@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream'
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
 import { UpstreamError, UpstreamRefusedError } from '../errors.js'
 import { encodeRepoPath, type RepoPath } from '../repository.js'
+import { rewriteLocation } from './redirect.js'
 
 /** Headers never forwarded in either direction (RFC 9110 §7.6.1 hop-by-hop, plus ones we own). */
 const HOP_BY_HOP = new Set([
@@ -47,6 +48,8 @@ export interface HttpUpstreamOptions {
   /** Milliseconds the body may stay idle (upload-pack can think for minutes before the pack). */
   bodyTimeoutMs?: number
   connections?: number
+  /** PEM text of the CAs that sign the upstream's HTTPS certificate (`upstream.http.ca`); unset: the system's. */
+  ca?: string
   /** Told of every response (method, status, seconds to headers), for metrics. */
   observe?: (method: string, status: number, seconds: number) => void
 }
@@ -66,6 +69,7 @@ export class HttpUpstream {
       bodyTimeout: opts.bodyTimeoutMs ?? 600_000,
       connections: opts.connections ?? 256,
       keepAliveTimeout: 30_000,
+      ...(opts.ca === undefined ? {} : { connect: { ca: opts.ca } }),
     })
   }
 
@@ -93,7 +97,12 @@ export class HttpUpstream {
     try {
       const res = await this.#agent.request(opts)
       this.#observe?.(req.method, res.statusCode, (performance.now() - started) / 1000)
-      return { statusCode: res.statusCode, headers: flattenHeaders(res.headers), body: res.body }
+      const headers = flattenHeaders(res.headers)
+      const location = headers['location']
+      if (typeof location === 'string') {
+        headers['location'] = rewriteLocation(location, new URL(opts.path, this.baseUrl.origin), this.baseUrl)
+      }
+      return { statusCode: res.statusCode, headers, body: res.body }
     } catch (err) {
       throw mapUpstreamError(err, this.baseUrl.origin)
     }

@@ -4,6 +4,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
+import { Agent } from 'undici'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
 
@@ -14,7 +15,12 @@ export interface ProxyProcess {
   exited: Promise<number | null>
 }
 
-export async function startProxyProcess(t: Test, env: Record<string, string>): Promise<ProxyProcess> {
+/** `tlsCa`: the proxy speaks HTTPS (its env sets the certificate); its health is checked trusting this CA file's text. */
+export async function startProxyProcess(
+  t: Test,
+  env: Record<string, string>,
+  opts: { tlsCa?: string } = {},
+): Promise<ProxyProcess> {
   const port = await freePort()
   let output = ''
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
@@ -38,11 +44,16 @@ export async function startProxyProcess(t: Test, env: Record<string, string>): P
       await exited
     }
   })
-  const url = `http://127.0.0.1:${port}`
+  const url = `${opts.tlsCa === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
+  // Not kept open: a test may count the proxy's connections.
+  const agent = new Agent({ pipelining: 0, ...(opts.tlsCa === undefined ? {} : { connect: { ca: opts.tlsCa } }) })
+  t.teardown(() => agent.destroy())
   for (let i = 0; i < 300; i++) {
     if (child.exitCode !== null) throw new Error(`proxy exited early:\n${output}`)
     try {
-      if ((await fetch(`${url}/healthz`)).ok) return { url, child, output: () => output, exited }
+      const res = await agent.request({ origin: url, path: '/healthz', method: 'GET', reset: true })
+      await res.body.dump()
+      if (res.statusCode === 200) return { url, child, output: () => output, exited }
     } catch {
       // not listening yet
     }

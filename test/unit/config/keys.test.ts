@@ -43,6 +43,11 @@ void t.test('the table covers exactly the documented keys', (t) => {
       'webhook.secret',
       'rest.auth.username',
       'rest.auth.password',
+      'proxy.http.tls.cert',
+      'proxy.http.tls.key',
+      'upstream.http.ca',
+      'proxy.http.trusted-proxies',
+      'proxy.shutdown.drain',
     ],
   )
   t.end()
@@ -81,6 +86,11 @@ void t.test('documented defaults', (t) => {
     'webhook.secret': null,
     'rest.auth.username': null,
     'rest.auth.password': null,
+    'proxy.http.tls.cert': null,
+    'proxy.http.tls.key': null,
+    'upstream.http.ca': null,
+    'proxy.http.trusted-proxies': null,
+    'proxy.shutdown.drain': '10',
   })
   t.end()
 })

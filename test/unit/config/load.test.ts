@@ -50,7 +50,7 @@ void t.test('defaults, with no config file at all', (t) => {
   const dir = t.testdir({})
   const cfg = load(dir)
   t.same(JSON.parse(JSON.stringify(cfg)), {
-    upstream: { httpUrl: null, pathPrefix: '', sshUrl: null, sshKey: null, sshKnownHosts: null },
+    upstream: { httpUrl: null, pathPrefix: '', sshUrl: null, sshKey: null, sshKnownHosts: null, httpCa: null },
     proxy: {
       httpHost: '0.0.0.0',
       httpPort: 7990,
@@ -62,6 +62,9 @@ void t.test('defaults, with no config file at all', (t) => {
       httpIdleTimeout: 120,
       httpMaxConnections: 10000,
       httpBodyMemory: 268435456,
+      httpTls: null,
+      trustedProxies: [],
+      shutdownDrain: 10,
     },
     cacheDir: path.join(dir, 'data/cache'),
     cache: {
@@ -111,6 +114,11 @@ auth.ttl = 120
 webhook.secret = hook-secret
 rest.auth.username = admin
 rest.auth.password = admin-password
+proxy.http.tls.cert = tls/chain.pem
+proxy.http.tls.key = tls/key.pem
+upstream.http.ca = /etc/ssl/private-ca.pem
+proxy.http.trusted-proxies = 10.0.0.0/8, 192.0.2.7
+proxy.shutdown.drain = 0
 `
 
 void t.test('values from the file', (t) => {
@@ -133,7 +141,11 @@ void t.test('values from the file', (t) => {
     httpIdleTimeout: 120,
     httpMaxConnections: 10000,
     httpBodyMemory: 268435456,
+    httpTls: { cert: path.join(dir, 'tls/chain.pem'), key: path.join(dir, 'tls/key.pem') },
+    trustedProxies: ['10.0.0.0/8', '192.0.2.7/32'],
+    shutdownDrain: 0,
   })
+  t.equal(cfg.upstream.httpCa, '/etc/ssl/private-ca.pem')
   t.equal(cfg.cacheDir, '/var/cache/scm')
   t.same(cfg.cache, {
     protocols: ['SSH'],
@@ -580,6 +592,24 @@ void t.test('rest.auth needs both or neither', (t) => {
   t.match(
     errorOf(() => load(dir, { env: { SCM_CACHE_REST_AUTH_PASSWORD: 'b' } })),
     'rest.auth.password is set but rest.auth.username is not: set both or neither',
+  )
+  t.end()
+})
+
+void t.test('proxy.http.tls needs both or neither', (t) => {
+  const dir = t.testdir({})
+  t.same(
+    load(dir, { env: { SCM_CACHE_PROXY_HTTP_TLS_CERT: 'c.pem', SCM_CACHE_PROXY_HTTP_TLS_KEY: 'k.pem' } }).proxy
+      .httpTls,
+    { cert: path.join(dir, 'c.pem'), key: path.join(dir, 'k.pem') },
+  )
+  t.match(
+    errorOf(() => load(dir, { env: { SCM_CACHE_PROXY_HTTP_TLS_CERT: 'c.pem' } })),
+    'proxy.http.tls.cert is set but proxy.http.tls.key is not: set both or neither',
+  )
+  t.match(
+    errorOf(() => load(dir, { env: { SCM_CACHE_PROXY_HTTP_TLS_KEY: 'k.pem' } })),
+    'proxy.http.tls.key is set but proxy.http.tls.cert is not: set both or neither',
   )
   t.end()
 })

@@ -166,6 +166,30 @@ table('username', v.username, [['admin', 'admin']], ['a:b'])
 
 table('secret', v.secret, [['s3cr3t ', 's3cr3t ']], [''])
 
+table(
+  'drainSeconds',
+  v.drainSeconds,
+  [
+    ['0', 0],
+    ['10', 10],
+    ['3600', 3600],
+  ],
+  ['', '-1', '3601', '1.5', '10s'],
+)
+
+table(
+  'cidrs',
+  v.cidrs,
+  [
+    ['10.0.0.0/8', ['10.0.0.0/8']],
+    [' 192.0.2.7 , ,fd00::/8', ['192.0.2.7/32', 'fd00::/8']],
+    ['::1', ['::1/128']],
+    ['0.0.0.0/0', ['0.0.0.0/0']],
+    ['FD00::/8', ['fd00::/8']],
+  ],
+  ['', ',', '10.0.0.0/33', '::/129', '10.0.0/8', 'example.com', '10.0.0.0/8/1', '10.0.0.0/x', '10.0.0.0/-1'],
+)
+
 void t.test('secret validators are marked secret, others are not', (t) => {
   t.equal(v.secret.secret, true)
   for (const validator of [
@@ -176,6 +200,8 @@ void t.test('secret validators are marked secret, others are not', (t) => {
     v.httpUrl,
     v.sshUrl,
     v.username,
+    v.cidrs,
+    v.drainSeconds,
   ]) {
     t.equal(validator.secret, false)
   }
