@@ -38,7 +38,13 @@ export interface AppDeps {
   trustedProxies?: TrustedProxies
 }
 
-export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+/** The app, and the Git front's count of requests in flight (for tests and shutdown). */
+export interface BuiltApp {
+  app: FastifyInstance
+  gitRequestsInFlight: () => number
+}
+
+export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   const loggerInstance: FastifyBaseLogger = deps.log
   const { idleTimeoutMs, maxConnections } = deps.limits
   const git = new GitHttpFront({
@@ -148,5 +154,5 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('preClose', async () => {
     git.close()
   })
-  return app
+  return { app, gitRequestsInFlight: () => git.inFlight }
 }

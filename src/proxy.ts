@@ -43,6 +43,8 @@ export interface RunningProxy {
   readonly disk: DiskGuard
   /** `ssh://host:port` the SSH front listens on; null when no SSH upstream is configured. */
   readonly sshUrl: string | null
+  /** Git requests (HTTP and SSH) taken and not finished: their log line is not written yet. */
+  requestsInFlight(): number
   /** `/readyz` fails from now on, all else is served as before (src/drain.ts). */
   beginDrain(): void
   /** Re-read the TLS certificate and key for new connections; false when the front has no TLS. */
@@ -160,7 +162,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   }, config.cache.expiryCheckInterval * 1000)
   sweeper.unref()
 
-  const app = await buildApp({
+  const { app, gitRequestsInFlight } = await buildApp({
     log,
     upstream,
     limits: {
@@ -271,6 +273,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     settings,
     disk,
     sshUrl: sshFront?.url ?? null,
+    requestsInFlight: () => gitRequestsInFlight() + (sshFront?.inFlight() ?? 0),
     beginDrain: () => {
       drain.begin()
     },

@@ -64,6 +64,7 @@ export type GitRouteHandler = (ctx: GitHttpContext) => Promise<boolean>
 export class GitHttpFront {
   readonly #opts: GitHttpOptions
   #closing = false
+  #inFlight = 0
 
   constructor(opts: GitHttpOptions) {
     this.#opts = opts
@@ -102,6 +103,11 @@ export class GitHttpFront {
     return true
   }
 
+  /** Git requests taken and not finished (their log line not written yet). */
+  get inFlight(): number {
+    return this.#inFlight
+  }
+
   /** New requests get 503 from now on; those in flight go on. */
   close(): void {
     this.#closing = true
@@ -110,6 +116,9 @@ export class GitHttpFront {
   async #serve(request: IncomingMessage, res: ServerResponse, route: GitRoute, search: string): Promise<void> {
     const opts = this.#opts
     const started = performance.now()
+    this.#inFlight++
+    // Now: once the request is consumed its socket may be gone.
+    const client = clientOfRequest(request, opts.trustedProxies ?? NO_TRUSTED_PROXIES)
     const gone = new ClientGone(res)
     const ctx: GitHttpContext = {
       route,
@@ -144,6 +153,7 @@ export class GitHttpFront {
       if (!gone.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
       failResponse(res, e)
     } finally {
+      this.#inFlight--
       stopGuard?.()
       opts.onRequestDone?.({ ...ctx.outcome, status: ctx.outcome.status || res.statusCode, proto: 'http' })
       opts.log.info(
@@ -157,7 +167,7 @@ export class GitHttpFront {
           status: ctx.outcome.status || res.statusCode,
           bytes: ctx.outcome.bytes,
           ms: Math.round(performance.now() - started),
-          ...clientOfRequest(request, opts.trustedProxies ?? NO_TRUSTED_PROXIES),
+          ...client,
           aborted: gone.aborted || undefined,
         },
         'git request',

@@ -12,7 +12,7 @@
  * - The conversation itself is ssh-session.ts's.
  */
 import { readFile, stat } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo, type Socket } from 'node:net'
 import ssh2 from 'ssh2'
 import type { Connection, ServerChannel } from 'ssh2'
 import { ProtocolError } from '../errors.js'
@@ -48,6 +48,8 @@ export interface SshFrontOptions extends GitSessionDeps {
 }
 
 export interface SshFront {
+  /** Git commands running (their log line not written yet). */
+  inFlight(): number
   readonly port: number
   /** `ssh://host:port` */
   readonly url: string
@@ -97,38 +99,59 @@ export async function startSshFront(opts: SshFrontOptions): Promise<SshFront> {
   else if ((await authorized.load()).length === 0) log.warn({ file: opts.authorizedKeysFile }, 'no usable key in proxy.ssh.authorized-keys')
 
   const clients = new Set<Connection>()
+  const running = { count: 0 }
+  // Sockets that have not sent their SSH version line yet: ssh2 sees a
+  // connection only then, so until then the idle timeout is the socket's.
+  const silent = new Map<string, Socket>()
   const server = new Server({ hostKeys: [opts.hostKey], ident: 'scm-cache-proxy' }, (client, info) => {
-    if (clients.size >= opts.maxConnections) {
-      log.warn({ ip: info.ip, connections: clients.size }, 'ssh front: too many connections, one refused')
-      client.end()
-      return
-    }
+    const key = `${info.ip}:${info.port}`
+    silent.get(key)?.setTimeout(0)
+    silent.delete(key)
     clients.add(client)
     client.once('close', () => clients.delete(client))
-    handleConnection(client, info.ip, authorized, opts)
+    handleConnection(client, info.ip, authorized, opts, running)
   })
+  // Beyond it, new connections are closed at once (ssh2 counts them).
+  server.maxConnections = opts.maxConnections
   server.on('error', (err: Error) => {
     log.warn({ err }, 'ssh front error')
   })
+  const listener = net.createServer((socket) => {
+    const key = `${socket.remoteAddress ?? ''}:${String(socket.remotePort ?? '')}`
+    silent.set(key, socket)
+    socket.once('close', () => {
+      if (silent.get(key) === socket) silent.delete(key)
+    })
+    socket.setTimeout(opts.idleTimeoutMs, () => {
+      log.info({ ip: socket.remoteAddress }, 'ssh client sent nothing: connection closed')
+      socket.destroy()
+    })
+    server.injectSocket(socket)
+  })
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject)
+    listener.once('error', reject)
+    listener.listen(opts.port, opts.host, () => {
+      listener.off('error', reject)
+      listener.on('error', (err: Error) => {
+        log.warn({ err }, 'ssh front error')
+      })
       resolve()
     })
   })
-  const addr = server.address() as AddressInfo // a TCP server's address() is an AddressInfo
+  const addr = listener.address() as AddressInfo // a TCP server's address() is an AddressInfo
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   log.info({ host: addr.address, port: addr.port }, 'ssh front listening')
   let closing: Promise<void> | null = null
   return {
+    inFlight: () => running.count,
     port: addr.port,
     url: `ssh://${host}:${addr.port}`,
     close: () => {
       closing ??= new Promise<void>((resolve) => {
-        server.close(() => {
+        listener.close(() => {
           resolve()
         })
+        for (const socket of silent.values()) socket.destroy()
         for (const c of clients) c.end()
       }).then(() => opts.upstream.close())
       return closing
@@ -136,7 +159,7 @@ export async function startSshFront(opts: SshFrontOptions): Promise<SshFront> {
   }
 }
 
-function handleConnection(client: Connection, ip: string, authorized: AuthorizedKeys, opts: SshFrontOptions): void {
+function handleConnection(client: Connection, ip: string, authorized: AuthorizedKeys, opts: SshFrontOptions, running: { count: number }): void {
   const log = opts.log
   let identity: AuthorizedKey | null = null
   // A client that never finishes authenticating, or never asks for a
@@ -213,7 +236,10 @@ function handleConnection(client: Connection, ip: string, authorized: Authorized
         }
         used = true
         clearTimeout(idleTimer)
-        void runExec(channel, info.command, gitProtocol, identity, opts)
+        running.count++
+        void runExec(channel, info.command, gitProtocol, identity, opts).finally(() => {
+          running.count--
+        })
       })
     })
   })

@@ -16,14 +16,19 @@ export interface ProxyProcess {
 }
 
 /** `tlsCa`: the proxy speaks HTTPS (its env sets the certificate); its health is checked trusting this CA file's text. */
+/**
+ * `script` is the entry point: src/server.ts (what `npm start` runs) by
+ * default, or test/helpers/proxy-main.ts for test-only options.
+ */
 export async function startProxyProcess(
   t: Test,
   env: Record<string, string>,
-  opts: { tlsCa?: string } = {},
+  opts: { tlsCa?: string; script?: string; nodeArgs?: string[] } = {},
 ): Promise<ProxyProcess> {
   const port = await freePort()
   let output = ''
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
+  const script = path.join(ROOT, opts.script ?? 'src/server.ts')
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script], {
     cwd: ROOT,
     env: {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',

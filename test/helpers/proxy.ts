@@ -10,6 +10,8 @@ export interface TestProxy {
   proxy: RunningProxy
   logs: LogRecord[]
   cacheDir: string
+  /** Resolves once no Git request is in flight: every log line of what the client saw is written. */
+  settled(): Promise<void>
   close(): Promise<void>
 }
 
@@ -47,5 +49,9 @@ export async function startTestProxy(
     await proxy.close()
   }
   t.teardown(close)
-  return { url: proxy.url, proxy, logs: records, cacheDir, close }
+  const settled = async (): Promise<void> => {
+    const deadline = performance.now() + 10_000
+    while (proxy.requestsInFlight() > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  return { url: proxy.url, proxy, logs: records, cacheDir, settled, close }
 }

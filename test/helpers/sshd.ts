@@ -129,7 +129,12 @@ function canConnect(port: number): Promise<boolean> {
 /** GIT_SSH_COMMAND for a git client using `key` against the proxy's SSH front. */
 export function gitSshCommand(key: string): string {
   const q = (s: string): string => `'${s.replace(/'/g, "'\\''")}'`
-  return `ssh -i ${q(key)} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR`
+  return ['ssh', ...sshClientArgs(key)].map((a) => (a === key ? q(a) : a)).join(' ')
+}
+
+/** The OpenSSH client options for `key` against the proxy's SSH front. */
+export function sshClientArgs(key: string): string[] {
+  return ['-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR']
 }
 
 /**

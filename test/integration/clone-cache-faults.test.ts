@@ -71,5 +71,6 @@ void t.test('the first client hangs up mid-fill: the others get whole clones and
   const before = fault.uploadPacks
   await gitOk(home, ['clone', '-q', url, path.join(dir, 'warm')])
   t.equal(fault.uploadPacks, before, 'next clone is a hit')
+  await proxy.settled()
   t.equal(gitRequestLines(proxy.logs).at(-1)?.['cache'], 'hit')
 })

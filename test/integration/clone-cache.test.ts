@@ -45,6 +45,7 @@ void t.test('a burst of 20 identical clones makes one upstream pack generation',
     await gitOk(home, ['-c', 'protocol.version=2', 'clone', '-q', url, target])
     t.equal(await upstream.packObjects(), before)
     await gitOk(home, ['-C', target, 'fsck', '--strict'])
+    await proxy.settled()
     t.equal(gitRequestLines(proxy.logs).at(-1)?.['cache'], 'hit')
   })
 

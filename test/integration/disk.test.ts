@@ -59,6 +59,7 @@ void t.test('free-space floor: pauses on real free space, resumes by itself', ne
     await gitOk(home, ['-C', path.join(dir, `paused-${n}`), 'fsck', '--strict'])
   }
   t.same(cacheFiles(path.join(fs, 'cache'), 'entries'), [], 'nothing written while paused')
+  await proxy.settled()
   t.equal(lastCache(proxy.logs), 'bypass')
 
   rmSync(ballast)
@@ -94,6 +95,7 @@ void t.test('a real full disk during a burst: clones succeed or fail cleanly, no
   const r = await git(home, ['clone', '-q', url, after])
   t.equal(r.code, 0, r.stderr)
   await gitOk(home, ['-C', after, 'fsck', '--strict'])
+  await proxy.settled()
   t.equal(lastCache(proxy.logs), 'bypass', 'served through while the disk is full')
 })
 
@@ -138,6 +140,7 @@ void t.test('size cap: least recently used entries go first', async (t) => {
   const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.max.size': String(Math.floor(size * 2.5)) })
   const clone = async (name: string, n: number): Promise<unknown> => {
     await gitOk(home, ['clone', '-q', `${proxy.url}/${name}.git`, path.join(dir, `${name}-${n}`)])
+    await proxy.settled()
     return lastCache(proxy.logs)
   }
   await clone('a', 1)
@@ -166,6 +169,7 @@ void t.test('restart: entries survive and are hits; expired ones are swept', asy
   const before = await upstream.packObjects()
   await gitOk(home, ['clone', '-q', `${second.url}/app.git`, path.join(dir, 'two')])
   t.equal(await upstream.packObjects(), before, 'a hit after the restart')
+  await second.settled()
   t.equal(lastCache(second.logs), 'hit')
   await second.close()
 
@@ -181,5 +185,6 @@ void t.test('restart: entries survive and are hits; expired ones are swept', asy
   for (let i = 0; i < 30 && cacheFiles(third.cacheDir, 'entries').length > 0; i++) await sleep(100)
   t.same(cacheFiles(third.cacheDir, 'entries'), [], 'the sweeper reclaimed the expired entry')
   await gitOk(home, ['clone', '-q', `${third.url}/app.git`, path.join(dir, 'three')])
+  await third.settled()
   t.equal(lastCache(third.logs), 'miss', 'an expired entry is never served')
 })

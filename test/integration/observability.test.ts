@@ -25,6 +25,8 @@ void t.test('metrics, readiness and request logs', async (t) => {
   t.match(metrics, /scm_cache_upstream_response_seconds_count\{method="POST",status="200"\} [1-9]/)
   t.match(metrics, /scm_cache_free_disk_bytes [1-9]/)
 
+  await proxy.settled()
+
   const line = gitRequestLines(proxy.logs).at(-1)
   t.match(line, { repo: 'app.git', proto: 'http', service: 'git-upload-pack', cmd: 'fetch', cache: 'hit', status: 200 })
   t.type(line?.['bytes'], 'number')

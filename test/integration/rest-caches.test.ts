@@ -50,6 +50,7 @@ void t.test('per-repository figures, clearing one repository, clearing all', asy
   let n = 0
   const clone = async (repo: string): Promise<unknown> => {
     await gitOk(home, ['-c', 'protocol.version=0', 'clone', '-q', `${proxy.url}/${repo}`, path.join(dir, `c${n++}`)])
+    await proxy.settled()
     return lastPackOutcome(proxy.logs)
   }
 
@@ -104,6 +105,7 @@ void t.test('switches take effect on the next clone', async (t) => {
   let n = 0
   const clone = async (): Promise<unknown> => {
     await gitOk(home, ['-c', 'protocol.version=0', 'clone', '-q', `${proxy.url}/PROJ/app.git`, path.join(dir, `c${n++}`)])
+    await proxy.settled()
     return lastPackOutcome(proxy.logs)
   }
   const put = async (method: string, p: string): Promise<void> => {
@@ -139,6 +141,7 @@ void t.test('switches take effect on the next clone', async (t) => {
 
   const advertisement = async (): Promise<unknown> => {
     await gitOk(home, ['-c', 'protocol.version=0', 'ls-remote', `${proxy.url}/PROJ/app.git`])
+    await proxy.settled()
     return gitRequestLines(proxy.logs).filter((l) => l['cmd'] === 'advertisement').at(-1)?.['cache']
   }
   await advertisement()

@@ -2,15 +2,16 @@
  * The SSH front end to end: the real OpenSSH client driving real git
  * through the proxy, against a real sshd upstream serving bare repositories.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { cacheFiles } from '../helpers/cache-files.js'
 import { gitOk, parseRefList } from '../helpers/git.js'
 import { gitRequestLines } from '../helpers/log-sink.js'
 import { addCommitDirect, commitFile, createBareRepo } from '../helpers/repo.js'
-import { bareRefs, gitSshCommand, sshKeygen, startSshBed, type SshBed } from '../helpers/sshd.js'
+import { bareRefs, gitSshCommand, sshClientArgs, sshKeygen, startSshBed, type SshBed } from '../helpers/sshd.js'
 
 /** fsck, and every ref the clone took from origin equal to the upstream's. */
 async function checkClone(t: Test, bed: SshBed, bare: string, clone: string, opts: { shallow?: boolean } = {}): Promise<void> {
@@ -45,6 +46,7 @@ void t.test('clone, depth, fetch with haves and ls-remote over SSH, v0, v1 and v
       t.equal(await bed.upstream.packObjects(), before, 'the second clone made no pack upstream')
       await checkClone(t, bed, bare, a)
       await checkClone(t, bed, bare, b)
+      await bed.proxy.settled()
       const last = gitRequestLines(bed.proxy.logs).filter((l) => l['proto'] === 'ssh').at(-1)
       t.equal(last?.['cache'], 'hit')
       t.equal(last?.['version'], version)
@@ -102,6 +104,7 @@ void t.test('clone, depth, fetch with haves and ls-remote over SSH, v0, v1 and v
       t.equal((await gitOk(bed.home, ['-C', c, 'rev-parse', 'refs/remotes/origin/main'])).trim(), tip, `v${version} fetched the new tip`)
       t.ok((await bed.upstream.packObjects()) > before, `v${version} fetch made its pack upstream`)
       await gitOk(bed.home, ['-C', c, 'fsck', '--strict'])
+      await bed.proxy.settled()
       const last = gitRequestLines(bed.proxy.logs).filter((l) => l['proto'] === 'ssh').at(-1)
       t.equal(last?.['cache'], 'bypass')
     }
@@ -273,4 +276,26 @@ void t.test('the upstream host key is checked against upstream.ssh.known-hosts',
   }
   writeFileSync(bed.sshd.knownHosts, original)
   await bed.gitOk(['clone', '-q', bed.sshUrl('app.git'), path.join(bed.dir, 'ok')])
+})
+
+void t.test('idle SSH connections are closed: one that never authenticates, one that never asks for a command', async (t) => {
+  const bed = await startSshBed(t, { settings: { 'proxy.http.idle-timeout': '1' } })
+  const port = Number(new URL(bed.sshUrl('x.git')).port)
+  // A raw TCP connection that sends nothing at all (not even a version line).
+  const started = performance.now()
+  const silent = await new Promise<number>((resolve) => {
+    const s = net.connect(port, '127.0.0.1')
+    s.on('error', () => undefined)
+    s.resume()
+    s.once('close', () => {
+      resolve(performance.now() - started)
+    })
+  })
+  t.ok(silent < 3000, `the silent connection was closed after ${Math.round(silent)} ms`)
+  // A real ssh client that authenticates and then asks for nothing (-N).
+  const ssh = spawn('ssh', [...sshClientArgs(bed.clientKey), '-N', '-p', String(port), 'git@127.0.0.1'], { stdio: 'ignore' })
+  const t0 = performance.now()
+  const code = await new Promise<number | null>((resolve) => ssh.once('exit', (c) => { resolve(c) }))
+  const waited = performance.now() - t0
+  t.ok(waited < 4000, `the session without a command was closed after ${Math.round(waited)} ms (ssh exit ${String(code)})`)
 })
