@@ -8,14 +8,15 @@ import type { SecureContextOptions } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Log } from './logger.js'
 import type { BodyPace } from './front/body-guard.js'
-import { GitHttpFront, type GitHttpOptions, type GitRouteHandler } from './front/http.js'
-import type { HttpUpstream } from './upstream/http.js'
+import { GitHttpFront, type GitHttpOptions } from './front/http.js'
+import type { HttpGitService } from './service/http-git.js'
 import type { TrustedProxies } from './front/forwarded.js'
 import { createTlsServer } from './front/tls.js'
 
 export interface AppDeps {
   log: Log
-  upstream: HttpUpstream
+  /** What answers Git requests. */
+  git: HttpGitService
   /** Connection limits of the HTTP front (DESIGN §3.9). */
   limits: {
     /** A connection with no request, or no bytes of its request, for this long is closed. */
@@ -25,7 +26,6 @@ export interface AppDeps {
   }
   /** `auth.credential-headers`. */
   credentialHeaders: readonly string[]
-  handlers?: GitRouteHandler
   onRequestDone?: GitHttpOptions['onRequestDone']
   /** Prometheus text for `GET /metrics`. */
   metrics?: () => Promise<{ contentType: string; body: string }>
@@ -48,11 +48,10 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   const loggerInstance: FastifyBaseLogger = deps.log
   const { idleTimeoutMs, maxConnections } = deps.limits
   const git = new GitHttpFront({
-    upstream: deps.upstream,
+    service: deps.git,
     log: deps.log.child({ component: 'http' }),
     credentialHeaders: deps.credentialHeaders,
     bodyPace: deps.limits.bodyPace,
-    ...(deps.handlers === undefined ? {} : { handlers: deps.handlers }),
     ...(deps.onRequestDone === undefined ? {} : { onRequestDone: deps.onRequestDone }),
     ...(deps.trustedProxies === undefined ? {} : { trustedProxies: deps.trustedProxies }),
   })

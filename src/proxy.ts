@@ -14,11 +14,12 @@ import { ensureDemoRepository, startEmbeddedUpstream, type EmbeddedUpstream } fr
 import { HttpUpstream } from './upstream/http.js'
 import { AuthMemo } from './cache/auth-memo.js'
 import { Access } from './service/access.js'
-import { BodyBudget } from './front/body-budget.js'
+import { Invalidation } from './service/invalidation.js'
+import { BodyBudget } from './service/body-budget.js'
 import { DEFAULT_BODY_WINDOW_MS, DEFAULT_MIN_BODY_BYTES } from './front/body-guard.js'
 import { FillLimiter } from './cache/fill-limiter.js'
 import { CacheStore } from './cache/store.js'
-import { createHttpCacheHandler } from './front/http-cache.js'
+import { HttpGitService } from './service/http-git.js'
 import { webhookPlugin } from './front/webhook.js'
 import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
@@ -150,8 +151,20 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     admit: () => disk.admit(),
     log: log.child({ component: 'upload-pack' }),
   })
+  const invalidation = new Invalidation(store)
   const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
-  const handlers = createHttpCacheHandler({ uploadPack, refs, store, access, upstream, budget, log: log.child({ component: 'http' }) })
+  const git = new HttpGitService({
+    uploadPack,
+    refs,
+    access,
+    invalidation,
+    upstream,
+    budget,
+    recordBypass: (repo) => {
+      store.recordBypass(repo, 'upload-pack')
+    },
+    log: log.child({ component: 'http' }),
+  })
   const idleTimeoutMs = config.proxy.httpIdleTimeout * 1000
   const sweeper = setInterval(() => {
     store
@@ -164,7 +177,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
 
   const { app, gitRequestsInFlight } = await buildApp({
     log,
-    upstream,
+    git,
     limits: {
       idleTimeoutMs,
       maxConnections: config.proxy.httpMaxConnections,
@@ -175,7 +188,6 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       },
     },
     credentialHeaders: config.credentialHeaders,
-    handlers,
     onRequestDone: (o) => {
       metrics.observeRequest(o)
     },
@@ -187,7 +199,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       await app.register(webhookPlugin, {
         prefix: REST_PREFIX,
         secret: config.webhookSecret,
-        store,
+        invalidation,
         budget,
         upstreamBasePath: upstreamUrl.pathname,
         pathPrefix: config.upstream.pathPrefix,
@@ -226,10 +238,11 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     const sshLog = log.child({ component: 'ssh' })
     try {
       // Loaded only when SSH is configured: ssh2 costs ~5 MB of memory.
-      const [{ startSshFront }, { loadHostKey }, { SshUpstream }] = await Promise.all([
+      const [{ startSshFront }, { loadHostKey }, { SshUpstream }, { SshGit }] = await Promise.all([
         import('./front/ssh.js'),
         import('./front/ssh-host-key.js'),
         import('./upstream/ssh.js'),
+        import('./upstream/ssh-git.js'),
       ])
       sshFront = await startSshFront({
         host: config.proxy.sshHost,
@@ -238,15 +251,17 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         authorizedKeysFile: config.proxy.sshAuthorizedKeys,
         pathPrefix: config.upstream.pathPrefix,
         allowPush: config.proxy.sshAllowPush,
-        upstream: new SshUpstream({
-          url: config.upstream.sshUrl,
-          keyFile: config.upstream.sshKey,
-          knownHostsFile: config.upstream.sshKnownHosts,
-          log: log.child({ component: 'ssh-upstream' }),
-        }),
+        upstream: new SshGit(
+          new SshUpstream({
+            url: config.upstream.sshUrl,
+            keyFile: config.upstream.sshKey,
+            knownHostsFile: config.upstream.sshKnownHosts,
+            log: log.child({ component: 'ssh-upstream' }),
+          }),
+        ),
         uploadPack,
         refs,
-        store,
+        invalidation,
         access,
         idleTimeoutMs,
         maxConnections: config.proxy.httpMaxConnections,

@@ -23,9 +23,6 @@ export type UploadPackDecision =
       expectPack: boolean
     }
 
-/** Capabilities the proxy removes from what it relays, so clients send plain, cacheable requests. */
-export const STRIPPED_FETCH_FEATURES: ReadonlySet<string> = new Set(['ref-in-want', 'packfile-uris', 'sideband-all'])
-export const STRIPPED_CAPABILITIES: ReadonlySet<string> = new Set(['bundle-uri', 'promisor-remote'])
 
 /** Decide for a v0/v1 `POST git-upload-pack` body (or the client's side of an ssh v0 conversation). */
 export function decideUploadPackV1(repo: string, req: UploadPackRequestV1): UploadPackDecision {
@@ -154,19 +151,16 @@ function no(reason: string): UploadPackDecision {
  * adds a `version 1` line; v2 answers with capabilities only).
  */
 export function advertisementKey(repo: string, version: 0 | 1 | 2): string {
-  // Every poll asks for one: remember them rather than hash each time.
-  const memo = `${version}${repo}`
-  let key = advertisementKeys.get(memo)
-  if (key === undefined) {
-    if (advertisementKeys.size >= ADVERTISEMENT_KEYS_MAX) advertisementKeys.clear()
-    key = hashKey(['refs/1', repo, 'advertisement', `v${version}`, 'git-upload-pack'])
-    advertisementKeys.set(memo, key)
-  }
-  return key
+  return hashKey(['refs/1', repo, 'advertisement', `v${version}`, 'git-upload-pack'])
 }
 
-const ADVERTISEMENT_KEYS_MAX = 10_000
-const advertisementKeys = new Map<string, string>()
+/**
+ * The SSH initial advertisement: apart from HTTP's, whose v0/v1 body starts
+ * with a `# service=` section the SSH one lacks.
+ */
+export function sshAdvertisementKey(repo: string, version: 0 | 1 | 2): string {
+  return hashKey(['refs/1', repo, 'ssh-advertisement', `v${version}`])
+}
 
 /**
  * A v2 `ls-refs` request: cacheable unless it carries server options

@@ -8,7 +8,7 @@
  * The copy is made once per entry, in zlib's thread pool, on the first hit
  * that could use it; until it exists, and for clients that do not accept
  * gzip, the entry goes as it is. A copy lives as long as its entry's body
- * (a WeakMap keyed by that Buffer), so the store's hot budget bounds both.
+ * (see GzipCopies), so the store's hot budget bounds both.
  */
 import Negotiator from 'negotiator'
 import { gzip } from 'node:zlib'
@@ -20,7 +20,6 @@ export const GZIP_MIN_BYTES = 8 * 1024
 const MIN_SAVING = 0.1
 
 type Variant = Buffer | 'pending' | 'identity'
-const variants = new WeakMap<Buffer, Variant>()
 
 /** Whether an `Accept-Encoding` header admits gzip (q > 0, or a `*` that does). */
 export function acceptsGzip(acceptEncoding: string | string[] | undefined): boolean {
@@ -30,15 +29,29 @@ export function acceptsGzip(acceptEncoding: string | string[] | undefined): bool
 }
 
 /**
- * The gzip copy of `body`, or undefined when there is none yet (this call
- * starts making it) or gzip does not pay for this body.
+ * The copies, one per body, kept as long as the body (a WeakMap keyed by
+ * it): the store's hot budget bounds both. One per HTTP front.
  */
-export function gzipCopy(body: Buffer): Buffer | undefined {
-  const v = variants.get(body)
-  if (v !== undefined) return typeof v === 'string' ? undefined : v
-  variants.set(body, 'pending')
-  gzip(body, (err, out) => {
-    variants.set(body, err === null && out.length <= body.length * (1 - MIN_SAVING) ? out : 'identity')
-  })
-  return undefined
+export class GzipCopies {
+  readonly #variants = new WeakMap<Buffer, Variant>()
+
+  /**
+   * The gzip copy of `body`, or undefined when there is none yet (this call
+   * starts making it) or gzip does not pay for this body.
+   */
+  copyOf(body: Buffer): Buffer | undefined {
+    const v = this.#variants.get(body)
+    if (v !== undefined) return typeof v === 'string' ? undefined : v
+    this.#variants.set(body, 'pending')
+    gzip(body, (err, out) => {
+      this.#variants.set(body, err === null && out.length <= body.length * (1 - MIN_SAVING) ? out : 'identity')
+    })
+    return undefined
+  }
+
+  /** What is known of `body`'s copy: none asked for yet, being made, made, or not worth it. */
+  state(body: Buffer): 'none' | 'pending' | 'ready' | 'identity' {
+    const v = this.#variants.get(body)
+    return v === undefined ? 'none' : typeof v === 'string' ? v : 'ready'
+  }
 }

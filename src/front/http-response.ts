@@ -8,8 +8,6 @@ import type { Readable } from 'node:stream'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { ProxyError } from '../errors.js'
-import { EntryReader } from '../cache/entry-reader.js'
-import { copyEntry } from './copy-entry.js'
 
 /** Answer with an HTTP error if nothing was sent yet, else cut the connection. */
 export function failResponse(res: ServerResponse, err: unknown): void {
@@ -38,7 +36,6 @@ export async function streamResponse(
 ): Promise<number> {
   res.writeHead(status, headers)
   try {
-    if (body instanceof EntryReader) return await copyEntry(body, res, signal, true)
     let bytes = 0
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
@@ -101,39 +98,3 @@ export class ClientGone {
   }
 }
 
-/**
- * Wait until `body` has its first byte (or ends empty): resolves null, and
- * the data stays buffered in the stream for the pipeline that follows. If
- * it fails first, resolves with the error: nothing has been sent yet, so the
- * caller can still choose an HTTP status or a fallback.
- */
-export function firstByte(body: Readable): Promise<Error | null> {
-  return new Promise((resolve) => {
-    const done = (err: Error | null): void => {
-      body.off('readable', onReadable)
-      body.off('error', onError)
-      body.off('end', onEnd)
-      resolve(err)
-    }
-    const onReadable = (): void => {
-      done(null)
-    }
-    const onError = (err: Error): void => {
-      done(err)
-    }
-    const onEnd = (): void => {
-      done(null)
-    }
-    if (body.readableLength > 0 || body.readableEnded) {
-      resolve(null)
-      return
-    }
-    if (body.errored !== null) {
-      resolve(body.errored)
-      return
-    }
-    body.once('readable', onReadable)
-    body.once('error', onError)
-    body.once('end', onEnd)
-  })
-}

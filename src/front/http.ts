@@ -1,25 +1,26 @@
 /**
- * The smart-HTTP front: turns Git HTTP requests into upstream requests (and,
- * with the cache, into cache lookups). It works on Node's own request and
- * response: bodies stream as they come, and nothing parses them on the way.
+ * The smart-HTTP front: a transport only. It turns a Git HTTP request into
+ * an `HttpGitRequest` (route, protocol version, credential, body), asks the
+ * HttpGitService for the answer, and writes it: an HTTP status before the
+ * first byte, a cut connection after it (DESIGN §3.5). It works on Node's
+ * own request and response: bodies stream as they come.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { TLSSocket } from 'node:tls'
 import { ProtocolError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
-import { gitProtocolVersion, type ProtocolVersion } from '../protocol/git-protocol-header.js'
-import { credentialOf, type Credential } from '../service/credential.js'
-import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream } from '../upstream/http.js'
+import { gitProtocolVersion } from '../protocol/git-protocol-header.js'
+import { credentialOf } from '../service/credential.js'
+import { classifyGitRequest, type GitRoute } from '../service/git-route.js'
+import type { HttpAnswer, HttpGitRequest, HttpGitService } from '../service/http-git.js'
 import { guardBody, type BodyPace } from './body-guard.js'
-import { classifyGitRequest, type GitRoute } from './git-route.js'
 import { clientOfRequest, NO_TRUSTED_PROXIES, type TrustedProxies } from './forwarded.js'
-import { ClientGone, failResponse, streamResponse } from './http-response.js'
+import { acceptsGzip, GZIP_MIN_BYTES, GzipCopies } from './gzip-copy.js'
+import { ClientGone, failResponse, sendWhole, streamResponse } from './http-response.js'
 
 export interface GitHttpOptions {
-  upstream: HttpUpstream
+  service: HttpGitService
   log: Log
-  /** Cache-aware handling of a route; returns false when it did not take the request. */
-  handlers?: GitRouteHandler
   /** Told of every finished Git request (the fields of its log line), for metrics. */
   onRequestDone?: (o: GitRequestOutcome & { proto: string }) => void
   /** `auth.credential-headers` (DESIGN §3.1). */
@@ -38,23 +39,6 @@ export interface GitRequestOutcome {
   bytes: number
 }
 
-export interface GitHttpContext {
-  route: GitRoute
-  request: IncomingMessage
-  res: ServerResponse
-  /** Fires when the client hangs up before its response finished; made on first use. */
-  readonly signal: AbortSignal
-  /** Protocol version asked for by the client's `Git-Protocol` header, read as git reads it (0 when absent). */
-  version: ProtocolVersion
-  /** The raw query string, with its `?` (or ''). */
-  search: string
-  /** Everything the upstream could authenticate this request by (DESIGN §3.1). */
-  credential: Credential
-  outcome: GitRequestOutcome
-}
-
-export type GitRouteHandler = (ctx: GitHttpContext) => Promise<boolean>
-
 /**
  * The Git front on the raw Node request: the server hands Git requests
  * straight here, before fastify, which keeps the REST API, health and
@@ -63,6 +47,8 @@ export type GitRouteHandler = (ctx: GitHttpContext) => Promise<boolean>
  */
 export class GitHttpFront {
   readonly #opts: GitHttpOptions
+  /** Gzip copies of hot answers, for clients that accept them. */
+  readonly #gzip = new GzipCopies()
   #closing = false
   #inFlight = 0
 
@@ -120,23 +106,24 @@ export class GitHttpFront {
     // Now: once the request is consumed its socket may be gone.
     const client = clientOfRequest(request, opts.trustedProxies ?? NO_TRUSTED_PROXIES)
     const gone = new ClientGone(res)
-    const ctx: GitHttpContext = {
+    const req: HttpGitRequest = {
       route,
-      request,
-      res,
-      get signal() {
-        return gone.signal
-      },
-      version: gitProtocolVersion(request.headers['git-protocol']),
+      method: request.method === 'POST' || request.method === 'PUT' || request.method === 'HEAD' ? request.method : 'GET',
+      headers: request.headers,
       search,
+      version: gitProtocolVersion(request.headers['git-protocol']),
       credential: credentialOf({
         headers: request.headers,
         search,
         credentialHeaders: opts.credentialHeaders,
         tlsClientCertificate: hasClientCertificate(request),
       }),
-      outcome: { cache: 'bypass', cmd: commandName(route), status: 0, bytes: 0 },
+      body: request,
+      get signal() {
+        return gone.signal
+      },
     }
+    const outcome: GitRequestOutcome = { cache: 'bypass', cmd: commandName(route), status: 0, bytes: 0 }
     const stopGuard =
       request.method === 'POST'
         ? guardBody(request, opts.bodyPace, (why) => {
@@ -145,27 +132,32 @@ export class GitHttpFront {
             request.socket.destroy()
           })
         : null
+    let answer: HttpAnswer | null = null
     try {
-      const taken = (await opts.handlers?.(ctx)) ?? false
-      if (!taken) await passThrough(ctx, opts.upstream)
+      answer = await opts.service.answer(req)
+      await this.#write(answer, request, res, gone.signal, outcome)
     } catch (err) {
       const e = toError(err)
       if (!gone.aborted) opts.log.warn({ err: e, repo: route.repo }, 'git request failed')
       failResponse(res, e)
     } finally {
+      await answer?.finish?.().catch((err: unknown) => {
+        opts.log.warn({ err, repo: route.repo }, 'finishing a git request failed')
+      })
       this.#inFlight--
       stopGuard?.()
-      opts.onRequestDone?.({ ...ctx.outcome, status: ctx.outcome.status || res.statusCode, proto: 'http' })
+      const status = outcome.status || res.statusCode
+      opts.onRequestDone?.({ ...outcome, status, proto: 'http' })
       opts.log.info(
         {
           repo: route.repo,
           proto: 'http',
           service: serviceName(route),
-          cmd: ctx.outcome.cmd,
-          version: ctx.version,
-          cache: ctx.outcome.cache,
-          status: ctx.outcome.status || res.statusCode,
-          bytes: ctx.outcome.bytes,
+          cmd: outcome.cmd,
+          version: req.version,
+          cache: outcome.cache,
+          status,
+          bytes: outcome.bytes,
           ms: Math.round(performance.now() - started),
           ...client,
           aborted: gone.aborted || undefined,
@@ -174,67 +166,54 @@ export class GitHttpFront {
       )
     }
   }
-}
 
-/** Forward the request untouched and stream the answer back. */
-export async function passThrough(
-  ctx: GitHttpContext,
-  upstream: HttpUpstream,
-  body?: Buffer,
-  /** Runs after the upstream's status is known, before anything reaches the client. */
-  onResponse?: (status: number) => Promise<void>,
-): Promise<void> {
-  const { route, request } = ctx
-  const sub = subPathOf(route)
-  const method = request.method === 'POST' || request.method === 'PUT' || request.method === 'HEAD' ? request.method : 'GET'
-  const headers = forwardRequestHeaders(request.headers)
-  if (body !== undefined) {
-    delete headers['transfer-encoding']
-    headers['content-length'] = String(body.length)
-  }
-  const upstreamRes = await upstream.request({
-    method,
-    repo: route.repo,
-    // The query string goes along on every request: an upstream may read credentials from it.
-    subPath: sub + ctx.search,
-    headers,
-    body: method === 'POST' || method === 'PUT' ? (body ?? request) : null,
-    signal: ctx.signal,
-  })
-  ctx.outcome.status = upstreamRes.statusCode
-  if (onResponse !== undefined) {
-    try {
-      await onResponse(upstreamRes.statusCode)
-    } catch (err) {
-      upstreamRes.body.destroy()
-      throw err
+  /** Writes `answer`; rejects (after cutting the connection) when it fails midway. */
+  async #write(answer: HttpAnswer, request: IncomingMessage, res: ServerResponse, signal: AbortSignal, outcome: GitRequestOutcome): Promise<void> {
+    if (answer.cmd !== undefined) outcome.cmd = answer.cmd
+    outcome.cache = answer.cache ?? 'bypass'
+    switch (answer.kind) {
+      case 'refusal': {
+        const { refusal } = answer
+        outcome.status = refusal.status
+        outcome.bytes = refusal.body.length
+        const headers: Record<string, string | string[]> = { ...refusal.headers, 'content-length': String(refusal.body.length) }
+        if (answer.closeConnection) headers['connection'] = 'close'
+        res.writeHead(refusal.status, headers)
+        res.end(refusal.body)
+        return
+      }
+      case 'upstream':
+        outcome.status = answer.status
+        outcome.bytes = await streamResponse(res, answer.status, answer.headers, answer.body, signal)
+        return
+      case 'cached': {
+        outcome.cache = answer.how
+        outcome.status = 200
+        const whole = answer.body.whole()
+        if (whole !== null) {
+          // A small hot entry: one write, gzip-compressed when large and the client accepts it.
+          const gz = whole.length >= GZIP_MIN_BYTES && acceptsGzip(request.headers['accept-encoding']) ? this.#gzip.copyOf(whole) : undefined
+          outcome.bytes = (gz ?? whole).length
+          sendWhole(res, 200, gz === undefined ? answer.headers : { ...answer.headers, 'content-encoding': 'gzip', vary: 'Accept-Encoding' }, gz ?? whole)
+          return
+        }
+        res.writeHead(200, answer.headers)
+        try {
+          outcome.bytes = await answer.body.copyTo(res, signal, true)
+        } catch (err) {
+          res.destroy()
+          throw err
+        }
+        return
+      }
     }
   }
-  ctx.outcome.bytes = await streamResponse(
-    ctx.res,
-    upstreamRes.statusCode,
-    relayResponseHeaders(upstreamRes.headers),
-    upstreamRes.body,
-    ctx.signal,
-  )
 }
 
 /** `/path?query` into its raw (still encoded) path and `?query` parts. */
 export function splitRawUrl(raw: string): { pathname: string; search: string } {
   const q = raw.indexOf('?')
   return q === -1 ? { pathname: raw, search: '' } : { pathname: raw.slice(0, q), search: raw.slice(q) }
-}
-
-export function subPathOf(route: GitRoute): string {
-  switch (route.endpoint.kind) {
-    case 'advertisement':
-      return 'info/refs'
-    case 'rpc':
-      return route.endpoint.service
-    case 'dumb':
-    case 'lfs':
-      return route.endpoint.subPath
-  }
 }
 
 function serviceName(route: GitRoute): string {

@@ -47,14 +47,8 @@ import { pipeline } from 'node:stream/promises'
 import type { ServerChannel } from 'ssh2'
 import { ProtocolError, ProxyError, UpstreamError, toError } from '../errors.js'
 import type { Log } from '../logger.js'
-import type { CacheStore } from '../cache/store.js'
-import { EntryReader } from '../cache/entry-reader.js'
-import { createHash } from 'node:crypto'
-import { decideLsRefs, STRIPPED_CAPABILITIES, STRIPPED_FETCH_FEATURES } from '../cache/policy.js'
 import { packetText, type Frame } from '../protocol/pkt-line.js'
-import { createAdvertisementFilterV1 } from '../protocol/v1/advertisement.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
-import { filterCapabilityAdvertisementV2 } from '../protocol/v2/capability-advertisement.js'
 import { parseCommandRequestV2, type CommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
 import type { Access } from '../service/access.js'
@@ -62,34 +56,24 @@ import { SSH_UPSTREAM_KEY } from '../service/credential.js'
 import { gitProtocolVersion, type ProtocolVersion } from '../protocol/git-protocol-header.js'
 import type { RefsService } from '../service/refs.js'
 import type { UploadPackAnswer, UploadPackService } from '../service/upload-pack.js'
-import type { SshUpstream, UpstreamExec } from '../upstream/ssh.js'
+import type { CacheBody } from '../service/cache-body.js'
+import type { SshGit, UpstreamExec } from '../upstream/ssh-git.js'
+import { advertisedVersion, filterSshAdvertisement, refLines } from '../service/advertisement.js'
+import type { Invalidation } from '../service/invalidation.js'
 import type { SshService } from './ssh-command.js'
-import { copyEntry } from './copy-entry.js'
-import { firstByte } from './http-response.js'
-import { concatFrames, MAX_SECTION, PktReader, send } from './ssh-io.js'
+import { firstByte } from '../io/first-byte.js'
+import { concatFrames, MAX_SECTION, PktReader, send } from '../io/pkt-reader.js'
 
 
-const STRIPPED_V1: ReadonlySet<string> = new Set([...STRIPPED_CAPABILITIES, ...STRIPPED_FETCH_FEATURES])
 const DONE = Buffer.from('0009done\n')
-const MAX_STDERR_KEPT = 64 * 1024
 
-/**
- * The ref-cache key of the SSH initial advertisement for the version the
- * client asked for. Apart from HTTP's `advertisementKey`: the HTTP v0/v1
- * body starts with a `# service=` section the SSH one lacks.
- */
-export function sshAdvertisementKey(repo: string, version: 0 | 1 | 2): string {
-  return createHash('sha256')
-    .update(JSON.stringify(['refs/1', repo, 'ssh-advertisement', `v${version}`]))
-    .digest('hex')
-}
 
 
 export interface GitSessionDeps {
-  upstream: SshUpstream
+  upstream: SshGit
   uploadPack: UploadPackService
   refs: RefsService
-  store: CacheStore
+  invalidation: Invalidation
   access: Access
   allowPush: boolean
   log: Log
@@ -171,7 +155,7 @@ class GitSession {
         // The client may have been shown refs the upstream no longer
         // advertises (and a stateful v0/v1 upload-pack refuses to send):
         // its retry gets the upstream's current refs.
-        if (this.#cachedSent !== null) await this.#d.store.invalidateRepo(this.#x.repo, 'refs').catch(() => 0)
+        if (this.#cachedSent !== null) await this.#d.invalidation.repo(this.#x.repo, 'refs').catch(() => 0)
         const message = e instanceof ProxyError && e.expose ? e.message : 'internal error'
         await this.#fail(`scm-cache-proxy: ${message}`)
       }
@@ -194,10 +178,10 @@ class GitSession {
     }
     const up = await this.#openUpstream('git-receive-pack', {})
     const code = await this.#pipeBothWays(up, [], false)
-    if (code === 0) await this.#d.store.invalidateRepo(this.#x.repo)
+    if (code === 0) await this.#d.invalidation.repo(this.#x.repo)
     await this.#finish(code ?? 128)
     // Again after the answer: a fill that started while the push ran is dropped too.
-    if (code === 0) await this.#d.store.invalidateRepo(this.#x.repo)
+    if (code === 0) await this.#d.invalidation.repo(this.#x.repo)
   }
 
   // ---- upload-pack ---------------------------------------------------------
@@ -230,13 +214,13 @@ class GitSession {
     try {
       const answer = await refs.serve({
         repo,
-        key: sshAdvertisementKey(repo, this.#requested),
+        key: refs.keys.ssh(repo, this.#requested),
         front: 'SSH',
         expect: { kind: 'advertisement', form: 'ssh', version: this.#requested },
         fetchUpstream: (signal) => this.#fetchAdvertisement(signal),
       })
       if (answer.kind !== 'body') return null
-      const bytes = await readAll(answer.body, MAX_SECTION)
+      const bytes = await readAll(answer.body.stream, MAX_SECTION)
       this.#outcome.cache = answer.how
       this.#cachedSent = bytes
       return bytes
@@ -267,14 +251,14 @@ class GitSession {
         try {
           const answer = await refs.serve({
             repo,
-            key: sshAdvertisementKey(repo, this.#requested),
+            key: refs.keys.ssh(repo, this.#requested),
             front: 'SSH',
             expect: { kind: 'advertisement', form: 'ssh', version: this.#requested },
             fetchUpstream: async () => Readable.from([filtered]),
           })
           // The client gets the live answer (session A speaks for it); the
           // entry is read through so waiters released below find it whole.
-          if (answer.kind === 'body') await readAll(answer.body, MAX_SECTION)
+          if (answer.kind === 'body') await readAll(answer.body.stream, MAX_SECTION)
         } catch (err) {
           if (this.#signal.aborted) throw err
           log.info({ repo, err: toError(err) }, 'ssh advertisement not cached')
@@ -286,29 +270,18 @@ class GitSession {
     }
   }
 
-  /** A ref-cache fill: an upstream exec read up to its advertisement's flush, filtered, then closed. */
+  /** A ref-cache fill: the upstream's advertisement (the proxy key's access check), filtered. */
   async #fetchAdvertisement(signal: AbortSignal): Promise<Readable> {
     const { upstream, access } = this.#d
-    const up = await upstream.exec(upstream.commandFor('git-upload-pack', this.#x.upstreamPath), this.#protocolEnv())
-    const stderr = keepStderr(up)
-    const onAbort = (): void => {
-      up.channel.close()
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
+    let adv: Buffer
     try {
-      const adv = await new PktReader(up.channel).untilFlush()
-      if (adv === null) {
-        const code = await up.exit
-        access.reject(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
-        const text = stderr().trim()
-        throw new UpstreamError('ERR_UPSTREAM_SSH', `upstream upload-pack sent no advertisement (exit ${code ?? 'none'})${text === '' ? '' : `: ${text}`}`)
-      }
-      access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
-      return Readable.from([await filterSshAdvertisement(adv)])
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-      up.channel.close()
+      adv = await upstream.advertisement(this.#x.upstreamPath, this.#protocolEnv(), signal)
+    } catch (err) {
+      if (err instanceof UpstreamError && err.code === 'ERR_UPSTREAM_SSH') access.reject(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
+      throw err
     }
+    access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
+    return Readable.from([await filterSshAdvertisement(adv)])
   }
 
   async #v0Conversation(version: 0 | 1): Promise<void> {
@@ -369,12 +342,12 @@ class GitSession {
       await this.#passV0([wantSection], false)
       return
     }
-    const body = new PktReader(answer.body)
+    const body = new PktReader(answer.body.stream)
     let shallowList: Frame[] | null
     try {
       shallowList = await body.untilFlush()
     } catch (err) {
-      answer.body.destroy()
+      answer.body.stream.destroy()
       throw err
     }
     if (shallowList === null) {
@@ -385,13 +358,13 @@ class GitSession {
     if (next === null || !isDone(next)) {
       // Not the clone we answered from cache: the upstream takes over.
       this.#d.log.debug({ repo: this.#x.repo }, 'shallow list sent from cache; the client negotiates with the upstream')
-      answer.body.destroy()
+      answer.body.stream.destroy()
       this.#outcome.cache = 'bypass'
       await this.#passV0(next === null ? [wantSection] : [wantSection, next.raw], true)
       return
     }
     await this.#endUpstream()
-    await this.#streamBody(Readable.from(body.rest()))
+    await pipeline(Readable.from(body.rest()), this.#counter(), this.#ch, { end: false, signal: this.#signal })
     await this.#finish(0)
   }
 
@@ -410,7 +383,7 @@ class GitSession {
       }
       const command = parsed?.command ?? null
       this.#outcome = { ...this.#outcome, cmd: command ?? 'unknown', cache: 'bypass', bytes: 0, status: 0 }
-      let answer: { body: Readable } | null = null
+      let answer: { body: CacheBody } | null = null
       if (command === 'fetch') answer = await this.#serve(2, request)
       else if (parsed !== null && command === 'ls-refs') answer = await this.#serveLsRefs(request, parsed)
       if (answer !== null) {
@@ -482,11 +455,11 @@ class GitSession {
    * runs under sshd or http-backend (checked with git 2.39), so both fronts
    * share the entry. Filled by forwarding the command on its own exec.
    */
-  async #serveLsRefs(request: Buffer, cmd: CommandRequestV2): Promise<{ body: Readable } | null> {
+  async #serveLsRefs(request: Buffer, cmd: CommandRequestV2): Promise<{ body: CacheBody } | null> {
     const { refs, access, log } = this.#d
     const { repo } = this.#x
     if (!refs.enabledFor('SSH')) return null
-    const decision = decideLsRefs(repo, cmd.capabilities, cmd.args)
+    const decision = refs.lsRefsDecision(repo, cmd.capabilities, cmd.args)
     // Unknown access (auth.ttl ran out during a long session): session A's
     // answer is the check.
     if (!decision.cacheable || !access.isAccepted(repo, SSH_UPSTREAM_KEY, 'ssh')) return null
@@ -500,9 +473,9 @@ class GitSession {
       fetchUpstream: (signal) => (this.#up === null ? this.#fill(2, request, signal) : this.#lsRefsOnSessionA(request)),
     })
     if (answer.kind !== 'body') return null
-    const err = await firstByte(answer.body)
+    const err = await firstByte(answer.body.stream)
     if (err !== null) {
-      answer.body.destroy()
+      answer.body.stream.destroy()
       if (this.#signal.aborted) throw err
       log.info({ repo, err }, 'ls-refs fill failed before its first byte: forwarded to the upstream')
       return null
@@ -520,43 +493,9 @@ class GitSession {
     return Readable.from([concatFrames(answer)])
   }
 
-  /** A cache fill: its own upstream exec, advertisement skipped, request written, input closed. */
-  async #fill(version: 0 | 1 | 2, request: Buffer, signal: AbortSignal): Promise<Readable> {
-    const env: Record<string, string> = {}
-    if (version > 0) env['GIT_PROTOCOL'] = `version=${version}`
-    const up = await this.#d.upstream.exec(this.#d.upstream.commandFor('git-upload-pack', this.#x.upstreamPath), env)
-    const stderr = keepStderr(up)
-    const onAbort = (): void => {
-      up.channel.close()
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-    const reader = new PktReader(up.channel)
-    const failure = async (what: string): Promise<UpstreamError> => {
-      const code = await up.exit
-      const text = stderr().trim()
-      return new UpstreamError('ERR_UPSTREAM_SSH', `upstream upload-pack ${what} (exit ${code ?? 'none'})${text === '' ? '' : `: ${text}`}`)
-    }
-    try {
-      const adv = await reader.untilFlush()
-      if (adv === null) throw await failure('sent no advertisement')
-      await send(up.channel, request, signal)
-      up.channel.end()
-    } catch (err) {
-      signal.removeEventListener('abort', onAbort)
-      up.channel.close()
-      throw err
-    }
-    async function* answer(): AsyncGenerator<Buffer> {
-      try {
-        yield* reader.rest()
-        const code = await up.exit
-        if (code !== 0) throw await failure('failed')
-      } finally {
-        signal.removeEventListener('abort', onAbort)
-        up.channel.close()
-      }
-    }
-    return Readable.from(answer())
+  /** A cache fill: its own upstream exec (SshGit.uploadPack). */
+  #fill(version: ProtocolVersion, request: Buffer, signal: AbortSignal): Promise<Readable> {
+    return this.#d.upstream.uploadPack(this.#x.upstreamPath, version, request, signal)
   }
 
   // ---- pass-through --------------------------------------------------------
@@ -597,7 +536,7 @@ class GitSession {
   // ---- plumbing ------------------------------------------------------------
 
   async #openUpstream(service: SshService, env: Record<string, string>): Promise<UpstreamExec> {
-    const up = await this.#d.upstream.exec(this.#d.upstream.commandFor(service, this.#x.upstreamPath), env)
+    const up = await this.#d.upstream.open(service, this.#x.upstreamPath, env)
     this.#up = up
     this.#upReader = new PktReader(up.channel)
     up.channel.stderr.on('data', (c: Buffer) => {
@@ -634,13 +573,13 @@ class GitSession {
       return null
     }
     this.#d.access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
-    this.#liveFiltered = await filterSshAdvertisement(adv)
+    this.#liveFiltered = await filterSshAdvertisement(concatFrames(adv))
     if (this.#cachedSent !== null && refLines(this.#cachedSent) !== refLines(this.#liveFiltered)) {
       // The upstream's refs moved since the cached advertisement (a push
       // that bypassed the proxy): this client carries on with the wants it
       // chose, the next poll gets the upstream's refs.
       this.#d.log.info({ repo: this.#x.repo }, 'upstream refs moved since the cached ssh advertisement: ref entries dropped')
-      await this.#d.store.invalidateRepo(this.#x.repo, 'refs')
+      await this.#d.invalidation.repo(this.#x.repo, 'refs')
     }
     return up
   }
@@ -665,12 +604,8 @@ class GitSession {
     this.#up?.channel.close()
   }
 
-  async #streamBody(body: Readable): Promise<void> {
-    if (body instanceof EntryReader) {
-      this.#outcome.bytes += await copyEntry(body, this.#ch, this.#signal, false)
-      return
-    }
-    await pipeline(body, this.#counter(), this.#ch, { end: false, signal: this.#signal })
+  async #streamBody(body: CacheBody): Promise<void> {
+    this.#outcome.bytes += await body.copyTo(this.#ch, this.#signal, false)
   }
 
   /** A pipeline step that counts the bytes sent to the client. */
@@ -718,55 +653,6 @@ function isDone(frame: Frame): boolean {
   return frame.length > 4 && packetText(frame.raw.subarray(4)) === 'done'
 }
 
-/** An upload-pack advertisement (ssh form, up to its flush), filtered like HTTP's. */
-async function filterSshAdvertisement(adv: Frame[]): Promise<Buffer> {
-  const bytes = concatFrames(adv)
-  if (advertisedVersion(bytes) === 2) {
-    return filterCapabilityAdvertisementV2(bytes, {
-      fetchFeatures: STRIPPED_FETCH_FEATURES,
-      capabilities: STRIPPED_CAPABILITIES,
-    })
-  }
-  return filterV1(bytes)
-}
-
-/** The protocol version an advertisement speaks, from its first packet. */
-function advertisedVersion(adv: Buffer): 0 | 1 | 2 {
-  if (adv.length < 4) return 0
-  const len = Number.parseInt(adv.subarray(0, 4).toString('latin1'), 16)
-  if (!(len > 4) || len > adv.length) return 0
-  const first = packetText(adv.subarray(4, len))
-  return first === 'version 2' ? 2 : first === 'version 1' ? 1 : 0
-}
-
-/** The `<oid> <ref>` lines of a v0/v1 advertisement (capabilities left out); empty for v2. */
-function refLines(adv: Buffer): string {
-  if (advertisedVersion(adv) === 2) return ''
-  const lines: string[] = []
-  for (let at = 0; at + 4 <= adv.length; ) {
-    const len = Number.parseInt(adv.subarray(at, at + 4).toString('latin1'), 16)
-    if (!(len >= 4)) {
-      at += 4 // flush and other special packets
-      continue
-    }
-    const text = packetText(adv.subarray(at + 4, at + len))
-    if (!text.startsWith('version ')) lines.push(text.split('\0')[0] ?? '')
-    at += len
-  }
-  return lines.join('\n')
-}
-
-/** Collects an upstream exec's stderr (bounded) for error messages. */
-function keepStderr(up: UpstreamExec): () => string {
-  const chunks: Buffer[] = []
-  let kept = 0
-  up.channel.stderr.on('data', (c: Buffer) => {
-    if (kept < MAX_STDERR_KEPT) chunks.push(c)
-    kept += c.length
-  })
-  return () => Buffer.concat(chunks).toString('utf8')
-}
-
 /** A whole (small) stream in memory; throws past `limit` bytes. */
 async function readAll(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = []
@@ -781,11 +667,3 @@ async function readAll(body: Readable, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-/** A v0/v1 advertisement (ssh form, complete up to its flush) without the stripped capabilities. */
-async function filterV1(advertisement: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  await pipeline(Readable.from([advertisement]), createAdvertisementFilterV1(STRIPPED_V1), async (source: AsyncIterable<Buffer>) => {
-    for await (const c of source) chunks.push(c)
-  })
-  return Buffer.concat(chunks)
-}

@@ -20,14 +20,14 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Log } from '../logger.js'
-import type { CacheStore } from '../cache/store.js'
+import type { Invalidation } from '../service/invalidation.js'
 import { ProxyError } from '../errors.js'
-import { BodyLease, type BodyBudget } from './body-budget.js'
+import { BodyLease, type BodyBudget } from '../service/body-budget.js'
 import { toRepoPath, type RepoPath } from '../repository.js'
 
 export interface WebhookOptions {
   secret: string | null
-  store: CacheStore
+  invalidation: Invalidation
   /** Request bodies held in memory share it (DESIGN §3.9). */
   budget: BodyBudget
   /** Path of the upstream's base URL (`/` or `/git/`), stripped from clone URLs. */
@@ -92,13 +92,13 @@ export const webhookPlugin: FastifyPluginAsync<WebhookOptions> = async (app, opt
 
     // Exact names, plus any repository the cache knows under another case
     // (Bitbucket's clone URLs lower-case the project key).
-    const known = [...opts.store.stats().repos.keys()]
+    const known = opts.invalidation.knownRepos()
     const targets = new Set<string>(candidates)
     for (const repo of known) {
       if (candidates.some((c) => c.toLowerCase() === repo.toLowerCase())) targets.add(repo)
     }
     let dropped = 0
-    for (const repo of targets) dropped += await opts.store.invalidateRepo(repo)
+    for (const repo of targets) dropped += await opts.invalidation.repo(repo)
     opts.log.info(
       { via: auth.scheme, event: eventName(request), repos: [...targets].slice(0, 10), entriesDropped: dropped },
       'webhook: repository invalidated',

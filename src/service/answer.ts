@@ -10,13 +10,16 @@ import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
 import type { CacheStore, FillOutcome, OpenRequest } from '../cache/store.js'
 import type { RepoPath } from '../repository.js'
+import { cacheBodyOf, type CacheBody } from './cache-body.js'
+
+export type { CacheBody } from './cache-body.js'
 
 /** What a cache service answers a front (upload-pack and refs alike). */
 export type CacheAnswer =
   /** Not cacheable, or caching off: the caller streams the request through. */
   | { kind: 'pass'; reason: string }
   /** A body from the cache or a fill. */
-  | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: Readable }
+  | { kind: 'body'; how: 'hit' | 'miss' | 'join'; body: CacheBody }
 
 /**
  * The transport-specific half of a request, given by the front. The front
@@ -50,7 +53,7 @@ export async function openOrPass(store: CacheStore, log: Log, req: OpenRequest):
     return { kind: 'pass', reason: 'cache unusable' }
   }
   if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
-  return { kind: 'body', how: result.how, body: result.body }
+  return { kind: 'body', how: result.how, body: cacheBodyOf(result.body) }
 }
 
 /** A streaming check of an answer: `push` returns the bytes to store. */

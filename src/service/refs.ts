@@ -13,6 +13,9 @@
 import type { Log } from '../logger.js'
 import { fillChecked, openOrPass, type AnswerChecker, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { CacheStore } from '../cache/store.js'
+import { decideLsRefs } from '../cache/policy.js'
+import { AdvertisementKeys } from './advertisement.js'
+import { memoryBody, type CacheBody } from './cache-body.js'
 import { AdvertisementChecker } from '../protocol/advertisement-check.js'
 import type { ProtocolVersion } from '../protocol/git-protocol-header.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
@@ -41,6 +44,8 @@ export interface RefsServiceDeps {
 
 export class RefsService {
   readonly #d: RefsServiceDeps
+  /** The keys of advertisement entries, remembered. */
+  readonly keys = new AdvertisementKeys()
 
   constructor(deps: RefsServiceDeps) {
     this.#d = deps
@@ -55,9 +60,15 @@ export class RefsService {
    * The cached answer for `key` when it is in memory, else undefined (then
    * `serve()`). The caller has checked the credential (DESIGN §3.1).
    */
-  hotHit(repo: RepoPath, key: string, front: 'HTTP' | 'SSH'): Buffer | undefined {
+  hotHit(repo: RepoPath, key: string, front: 'HTTP' | 'SSH'): CacheBody | undefined {
     if (!this.enabledFor(front)) return undefined
-    return this.#d.store.hotHit(key, 'refs', repo, this.#d.settings.get('refsTtl') * 1000)
+    const body = this.#d.store.hotHit(key, 'refs', repo, this.#d.settings.get('refsTtl') * 1000)
+    return body === undefined ? undefined : memoryBody(body)
+  }
+
+  /** Whether a v2 `ls-refs` may come from the cache, and under which key (cache/policy.ts). */
+  lsRefsDecision(repo: RepoPath, capabilities: string[], args: string[]): ReturnType<typeof decideLsRefs> {
+    return decideLsRefs(repo, capabilities, args)
   }
 
   async serve(req: RefsRequest): Promise<RefsAnswer> {

@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import net from 'node:net'
 import t, { type Test } from 'tap'
 import { EntryReader, READ_CHUNK, type ReadSource } from '../../../src/cache/entry-reader.js'
-import { copyEntry } from '../../../src/front/copy-entry.js'
+import { copyEntry } from '../../../src/io/copy-entry.js'
 
 /**
  * A complete in-memory entry; records every buffer a read went into. Reads

@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap'
 import { ProtocolError } from '../../../src/errors.js'
-import { classifyGitRequest, type GitRoute } from '../../../src/front/git-route.js'
+import { classifyGitRequest, type GitRoute } from '../../../src/service/git-route.js'
 
 const OID40 = 'a'.repeat(40)
 const OID64 = 'b'.repeat(64)

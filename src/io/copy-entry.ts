@@ -9,9 +9,13 @@
  * callback: the socket, or ssh2's cipher, is done with the bytes), so a
  * transfer cycles through a few buffers.
  */
-import type { Writable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import type { EntryReader } from '../cache/entry-reader.js'
+
+/** A stream whose chunks can be handed back for reuse once written (the cache's entry readers). */
+export interface RecyclingReadable extends Readable {
+  recycle(chunk: Buffer): void
+}
 
 /**
  * Write `body` to `dest`, waiting for 'drain' when it asks, and end `dest`
@@ -19,7 +23,7 @@ import type { EntryReader } from '../cache/entry-reader.js'
  * fails, `dest` closes or fails first, or `signal` fires, and the body is
  * destroyed then.
  */
-export async function copyEntry(body: EntryReader, dest: Writable, signal: AbortSignal, end: boolean): Promise<number> {
+export async function copyEntry(body: RecyclingReadable, dest: Writable, signal: AbortSignal, end: boolean): Promise<number> {
   // Set from event handlers: a property, so that narrowing does not assume it stays null across awaits.
   const state: { failure: Error | null; wake: (() => void) | null; ended: boolean } = { failure: null, wake: null, ended: false }
   const failed = (): boolean => state.failure !== null

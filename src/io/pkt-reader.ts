@@ -1,5 +1,5 @@
 /**
- * Small I/O helpers for the SSH front: a pkt-line reader over a channel
+ * Small I/O helpers for SSH channels (the front's and the upstream's): a pkt-line reader over a channel
  * that can hand the rest of the stream out raw, and writes that wait until
  * ssh2 has taken the bytes (its write callbacks fire once the channel window
  * allowed them out).
