@@ -49,6 +49,18 @@ export class UpstreamError extends ProxyError {
   }
 }
 
+/** The upstream answered a request with something other than the Git answer expected. */
+export class UpstreamStatusError extends UpstreamError {
+  readonly status: number
+
+  constructor(status: number, detail: string) {
+    super('ERR_UPSTREAM_STATUS', `upstream answered ${status}${detail === '' ? '' : `: ${detail}`}`, {
+      statusCode: status >= 400 && status < 600 ? status : 502,
+    })
+    this.status = status
+  }
+}
+
 /**
  * The upstream refused the client's credential (401/403). Its answer is
  * kept (status, headers, a bounded body) so that every client it concerns

@@ -30,13 +30,14 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { pipeline as pipelineCallback, Readable, Transform, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { BusyError, ProtocolError, UpstreamError, UpstreamRefusedError } from '../errors.js'
+import { httpGit, UPLOAD_PACK_ADVERTISEMENT } from '../upstream/http-git.js'
 import type { Log } from '../logger.js'
 import { firstByte } from '../io/first-byte.js'
 import { AdvertisementChecker } from '../protocol/advertisement-check.js'
 import type { ProtocolVersion } from '../protocol/git-protocol-header.js'
 import { parseCommandRequestV2 } from '../protocol/v2/command-request.js'
 import type { RepoPath } from '../repository.js'
-import { forwardRequestHeaders, isRefusal, refusalOf, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
+import { forwardRequestHeaders, isRefusal, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { Access, AccessScope } from './access.js'
 import { filterAdvertisement } from './advertisement.js'
 import type { CacheAnswer, CacheBody } from './answer.js'
@@ -46,7 +47,7 @@ import type { GitRoute } from './git-route.js'
 import type { Invalidation } from './invalidation.js'
 import type { RefsService } from './refs.js'
 import { readRequestBody } from './request-body.js'
-import { postUploadPack, UPLOAD_PACK_RESULT, UpstreamStatusError, type UploadPackService } from './upload-pack.js'
+import { UPLOAD_PACK_RESULT, type UploadPackService } from './upload-pack.js'
 
 /**
  * Upload-pack requests larger than this (as sent, or gunzipped) are
@@ -161,9 +162,9 @@ export class HttpGitService {
         d.recordBypass(repo)
         return withFinish(await this.#passThrough(req, Readable.from(concatStreams(read.head, read.rest))), release)
       }
-      const forward = { repo, search: req.search, headers: forwardRequestHeaders(req.headers), body: read.raw }
+      const git = httpGit(d.upstream, { repo, search: req.search, headers: forwardRequestHeaders(req.headers) })
       const fetchUpstream = (signal: AbortSignal): Promise<Readable> =>
-        postUploadPack(d.upstream, forward, signal).catch((err: unknown) => {
+        git.uploadPack(req.version, read.raw, signal).catch((err: unknown) => {
           if (err instanceof UpstreamRefusedError) d.access.reject(repo, credential, 'upload-pack')
           throw err
         })
@@ -261,16 +262,12 @@ export class HttpGitService {
         front: 'HTTP',
         expect: { kind: 'advertisement', form: 'http', version: req.version },
         fetchUpstream: async (signal) => {
-          const res = await this.#getAdvertisement(req, signal)
-          if (isRefusal(res.statusCode)) {
-            d.access.reject(repo, credential, 'info-refs')
-            throw await refusalOf(res)
-          }
-          if (res.statusCode !== 200 || !isAdvertisement(res)) {
-            res.body.resume()
-            throw new UpstreamStatusError(res.statusCode, '')
-          }
-          return filterAdvertisement(res.body)
+          const git = httpGit(d.upstream, { repo, search: req.search, headers: forwardRequestHeaders(req.headers) })
+          const body = await git.advertise(req.version, signal).catch((err: unknown) => {
+            if (err instanceof UpstreamRefusedError) d.access.reject(repo, credential, 'info-refs')
+            throw err
+          })
+          return filterAdvertisement(body)
         },
       })
       if (answer.kind === 'body') return this.#fromCache(req, answer, ADVERTISEMENT_HEADERS, () => this.#advertiseFromUpstream(req, null, false))
@@ -455,7 +452,7 @@ function discard(): Writable {
 }
 
 function isAdvertisement(res: UpstreamResponse): boolean {
-  return String(res.headers['content-type'] ?? '') === 'application/x-git-upload-pack-advertisement'
+  return String(res.headers['content-type'] ?? '') === UPLOAD_PACK_ADVERTISEMENT
 }
 
 function findCause(err: unknown, match: (e: Error) => boolean): Error | null {

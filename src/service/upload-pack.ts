@@ -9,8 +9,6 @@
  *   1. policy (pure): cacheable? key?
  *   2. the store: hit, join, or miss (fill under the FillLimiter).
  */
-import type { Readable } from 'node:stream'
-import { UpstreamError } from '../errors.js'
 import type { Log } from '../logger.js'
 import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
@@ -19,11 +17,11 @@ import type { CacheStore } from '../cache/store.js'
 import { UploadPackResponseChecker } from '../protocol/upload-pack-response.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
-import type { RepoPath } from '../repository.js'
 import type { Settings } from '../settings.js'
-import { isRefusal, refusalOf, type HttpUpstream } from '../upstream/http.js'
 
-export const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
+import { UPLOAD_PACK_RESULT } from '../upstream/http-git.js'
+
+export { UPLOAD_PACK_RESULT } from '../upstream/http-git.js'
 
 /** `fetchUpstream` runs under the fill limiter and resolves with the raw upload-pack result. */
 export interface UploadPackRequest extends CacheRequestBase {
@@ -44,14 +42,6 @@ export interface UploadPackServiceDeps {
   log: Log
 }
 
-/** The upstream answered a fill with something other than a 200 upload-pack result. */
-export class UpstreamStatusError extends UpstreamError {
-  constructor(readonly status: number, detail: string) {
-    super('ERR_UPSTREAM_STATUS', `upstream answered ${status}${detail === '' ? '' : `: ${detail}`}`, {
-      statusCode: status >= 400 && status < 600 ? status : 502,
-    })
-  }
-}
 
 export class UploadPackService {
   readonly #d: UploadPackServiceDeps
@@ -104,46 +94,4 @@ export class UploadPackService {
         }),
     })
   }
-}
-
-/**
- * The HTTP upstream's half of a fill: POST the client's request body and
- * return the 200 upload-pack result body, or throw UpstreamRefusedError
- * (401/403) or UpstreamStatusError (anything else).
- */
-export async function postUploadPack(
-  upstream: HttpUpstream,
-  req: { repo: RepoPath; search: string; headers: Record<string, string>; body: Buffer },
-  signal: AbortSignal,
-): Promise<Readable> {
-  const sent: Record<string, string> = { ...req.headers, 'content-length': String(req.body.length) }
-  delete sent['transfer-encoding']
-  const res = await upstream.request({ method: 'POST', repo: req.repo, subPath: `git-upload-pack${req.search}`, headers: sent, body: req.body, signal })
-  const contentType = String(res.headers['content-type'] ?? '')
-  // A refusal during a fill (a password changed within auth.ttl) reaches
-  // the client unchanged, WWW-Authenticate included.
-  if (isRefusal(res.statusCode)) throw await refusalOf(res)
-  if (res.statusCode !== 200 || contentType !== UPLOAD_PACK_RESULT) {
-    const detail = await readSome(res.body, 512)
-    throw new UpstreamStatusError(res.statusCode, detail.trim())
-  }
-  return res.body
-}
-
-async function readSome(body: Readable, limit: number): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  try {
-    for await (const chunk of body) {
-      const buf = chunk as Buffer // undici bodies yield Buffers
-      chunks.push(buf)
-      size += buf.length
-      if (size >= limit) break
-    }
-  } catch {
-    // The detail is best effort.
-  } finally {
-    body.destroy()
-  }
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8').replace(/[^\x20-\x7e\n]/g, '?')
 }

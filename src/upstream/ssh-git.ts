@@ -16,6 +16,7 @@ import { UpstreamError } from '../errors.js'
 import { concatFrames, PktReader, send } from '../io/pkt-reader.js'
 import type { ProtocolVersion } from '../protocol/git-protocol-header.js'
 import type { SshUpstream, UpstreamExec } from './ssh.js'
+import type { UpstreamGit } from './upstream-git.js'
 
 export type { UpstreamExec } from './ssh.js'
 
@@ -93,6 +94,14 @@ export class SshGit {
       }
     }
     return Readable.from(answer())
+  }
+
+  /** UpstreamGit for one repository path (the advertisement asked for as GIT_PROTOCOL `env` says). */
+  forPath(path: string, env: Record<string, string>): UpstreamGit {
+    return {
+      advertise: async (_version, signal) => Readable.from([await this.advertisement(path, env, signal)]),
+      uploadPack: (version, request, signal) => this.uploadPack(path, version, request, signal),
+    }
   }
 
   close(): Promise<void> {
