@@ -17,8 +17,7 @@ export function failResponse(res: ServerResponse, err: unknown): void {
   }
   const status = err instanceof ProxyError ? err.statusCode : 502
   const message = err instanceof ProxyError && err.expose ? err.message : 'proxy error'
-  const code = status === 499 ? 502 : status
-  res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' })
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' })
   res.end(`${message}\n`)
 }
 

@@ -115,7 +115,7 @@ async function readPayload(payload: AsyncIterable<unknown>, lease: BodyLease): P
     const buf = chunk as Buffer // request streams without an encoding yield Buffers
     size += buf.length
     if (size > MAX_PAYLOAD) {
-      throw new ProxyError('ERR_PROTOCOL_TOO_LARGE', `webhook payload larger than ${MAX_PAYLOAD} bytes`, { statusCode: 413, expose: true })
+      throw new ProxyError('ERR_PROTOCOL_TOO_LARGE', `webhook payload larger than ${MAX_PAYLOAD} bytes`, {})
     }
     await lease.take(buf.length)
     chunks.push(buf)

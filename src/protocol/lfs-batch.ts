@@ -9,7 +9,7 @@
  * is read as strictly as the proxy relies on it and otherwise kept as sent:
  * fields this module does not know survive a rewrite.
  */
-import { ProtocolError } from '../errors.js'
+import { ProtocolError, type ErrorCode } from '../errors.js'
 
 /** The media type of batch, verify and locks bodies. */
 export const LFS_MEDIA_TYPE = 'application/vnd.git-lfs+json'
@@ -65,9 +65,9 @@ export interface BatchResponse {
 }
 
 /** Error codes, so a caller can map them to statuses (400 unreadable, 413 too large, 422 invalid). */
-export const LFS_ERR_TOO_LARGE = 'ERR_LFS_BATCH_TOO_LARGE'
-export const LFS_ERR_JSON = 'ERR_LFS_BATCH_JSON'
-export const LFS_ERR_INVALID = 'ERR_LFS_BATCH_INVALID'
+export const LFS_ERR_TOO_LARGE = 'ERR_LFS_BATCH_TOO_LARGE' satisfies ErrorCode
+export const LFS_ERR_JSON = 'ERR_LFS_BATCH_JSON' satisfies ErrorCode
+export const LFS_ERR_INVALID = 'ERR_LFS_BATCH_INVALID' satisfies ErrorCode
 
 const OID = /^[0-9a-f]{64}$/
 const MAX_EXPIRES_IN = 2147483647

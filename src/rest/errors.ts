@@ -29,16 +29,12 @@ export function errorBody(message: string): ErrorBody {
 }
 
 /** A request the API refuses: its message is meant for the caller. */
-export class RestError extends ProxyError {
-  constructor(code: 'ERR_REST_BAD_VALUE' | 'ERR_REST_NOT_FOUND', statusCode: 400 | 404, message: string) {
-    super(code, message, { statusCode, expose: true })
-  }
-}
+export class RestError extends ProxyError {}
 
 export function badValue(message: string): RestError {
-  return new RestError('ERR_REST_BAD_VALUE', 400, message)
+  return new RestError('ERR_REST_BAD_VALUE', message)
 }
 
 export function notFound(message: string): RestError {
-  return new RestError('ERR_REST_NOT_FOUND', 404, message)
+  return new RestError('ERR_REST_NOT_FOUND', message)
 }

@@ -353,7 +353,7 @@ export async function storeLfsObject(repoDir: string, content: Uint8Array): Prom
 
 /** An answer with a status and a message to the client: thrown, and sent by `handle`. */
 function refusal(status: number, message: string, cause?: unknown): ProxyError {
-  return new ProxyError('ERR_EMBEDDED_LFS_REFUSED', message, { statusCode: status, expose: true, cause })
+  return new ProxyError('ERR_EMBEDDED_LFS_REFUSED', message, { statusCode: status, cause })
 }
 
 /** 401 asking for the repository's Basic credential (`LFS-Authenticate` is the spec's, git-lfs reads both). */

@@ -160,17 +160,16 @@ export class HttpUpstream {
 /** Map an undici failure to an UpstreamError with the original as `cause`. */
 export function mapUpstreamError(err: unknown, origin: string): UpstreamError {
   if (err instanceof UpstreamError) return err
-  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
-    return new UpstreamError('ERR_UPSTREAM_TIMEOUT', `upstream ${origin} timed out`, { statusCode: 504, cause: err })
-  }
+  const timedOut =
+    err instanceof undiciErrors.HeadersTimeoutError ||
+    err instanceof undiciErrors.BodyTimeoutError ||
+    (err instanceof Error && err.name === 'TimeoutError') // AbortSignal.timeout()
+  if (timedOut) return new UpstreamError('ERR_UPSTREAM_TIMEOUT', `upstream ${origin} timed out`, { cause: err })
   if (err instanceof Error && err.name === 'AbortError') {
-    return new UpstreamError('ERR_UPSTREAM_ABORTED', 'request aborted', { statusCode: 499, cause: err })
+    return new UpstreamError('ERR_UPSTREAM_ABORTED', 'request aborted', { cause: err })
   }
   const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown'
-  return new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${origin} unreachable (${code})`, {
-    statusCode: 502,
-    cause: err,
-  })
+  return new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${origin} unreachable (${code})`, { cause: err })
 }
 
 /** Client request headers to forward upstream: everything but hop-by-hop and Accept-Encoding. */

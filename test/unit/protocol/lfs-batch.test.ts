@@ -143,7 +143,7 @@ void t.test('parseBatchRequest: the size limit comes before parsing', (t) => {
   })()
   t.ok(err instanceof ProtocolError)
   t.match((err as ProtocolError).message, /objects\[0\]\.oid must be 64 lowercase hex digits, got "x"/)
-  t.equal((err as ProtocolError).statusCode, 400)
+  t.equal((err as ProtocolError).statusCode, 422, 'an invalid batch: 422, from the error catalogue')
   t.end()
 })
 

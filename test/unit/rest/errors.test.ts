@@ -8,7 +8,7 @@ import { refusedMessage } from '../../../src/rest/params.js'
 void t.test('describeError', async (t) => {
   t.same(describeError(badValue('nope'), {}), { status: 400, message: 'nope' })
   t.same(describeError(notFound('gone'), {}), { status: 404, message: 'gone' })
-  t.same(describeError(new ProxyError('ERR_X', 'secret path /etc', { statusCode: 500 }), {}), {
+  t.same(describeError(new ProxyError('ERR_CACHE_READ_FAILED', 'secret path /etc'), {}), {
     status: 500,
     message: 'internal error; see the proxy log',
   }, 'unexposed messages stay inside')
