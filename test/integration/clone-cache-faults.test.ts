@@ -6,6 +6,7 @@
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
+import { until } from '../helpers/wait.js'
 import { cacheFiles } from '../helpers/cache-files.js'
 import { git, gitHome, gitOk, spawnGit } from '../helpers/git.js'
 import { gitRequestLines } from '../helpers/log-sink.js'
@@ -58,7 +59,7 @@ void t.test('the first client hangs up mid-fill: the others get whole clones and
   for (let i = 0; i < 200 && cacheFiles(proxy.cacheDir, 'tmp').length === 0; i++) await sleep(20)
   t.equal(cacheFiles(proxy.cacheDir, 'tmp').length, 1, 'fill in flight')
   const others = Array.from({ length: 3 }, (_, i) => git(home, ['clone', '-q', url, path.join(dir, `o${i}`)]))
-  await sleep(300)
+  await until(() => proxy.proxy.store.stats().totals.uploadPack.joins >= 3, 'the three others to join the fill')
   first.kill()
   const firstResult = await first.done
   t.not(firstResult.code, 0, 'the first client is gone')

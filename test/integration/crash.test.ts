@@ -1,7 +1,8 @@
 /** Kill -9 of the proxy in the middle of a fill, then a restart on the same cache directory. */
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { statSync } from 'node:fs'
 import t from 'tap'
+import { until } from '../helpers/wait.js'
 import { cacheFiles } from '../helpers/cache-files.js'
 import { git, gitHome, gitOk, spawnGit } from '../helpers/git.js'
 import { startFaultProxy } from '../helpers/fault-proxy.js'
@@ -20,8 +21,15 @@ void t.test('kill -9 mid-fill: after a restart no partial entry is served and le
 
   const first = await startProxyProcess(t, env)
   const clone = spawnGit(home, ['clone', '-q', `${first.url}/app.git`, path.join(dir, 'during')])
-  for (let i = 0; i < 300 && cacheFiles(cacheDir, 'tmp').length === 0; i++) await sleep(20)
-  await sleep(200)
+  // Until the fill has written some of the pack.
+  const written = (f: string): number => {
+    try {
+      return statSync(f).size
+    } catch {
+      return 0 // renamed or removed meanwhile
+    }
+  }
+  await until(() => cacheFiles(cacheDir, 'tmp').some((f) => written(f) > 10_000), 'a fill to be under way')
   t.equal(cacheFiles(cacheDir, 'tmp').length, 1, 'a fill was being written')
   first.child.kill('SIGKILL')
   await first.exited

@@ -172,8 +172,14 @@ void t.test('three nodes behind HAProxy from deploy/haproxy.cfg', { skip: haprox
     const termAt = Date.now()
     let downAfter: number | null = null
     void lb.waitDown(draining.name).then(() => (downAfter = Date.now() - termAt), () => undefined)
-    const ready = await fetch(`${draining.proc.url}/readyz`)
-    t.equal(ready.status, 503, '/readyz fails at once')
+    // The signal reaches the node's event loop a moment later: poll, briefly.
+    let ready = await fetch(`${draining.proc.url}/readyz`)
+    for (let i = 0; i < 100 && ready.status !== 503; i++) {
+      await ready.arrayBuffer()
+      await sleep(10)
+      ready = await fetch(`${draining.proc.url}/readyz`)
+    }
+    t.equal(ready.status, 503, `/readyz fails at once (${Date.now() - termAt} ms after SIGTERM)`)
     t.match(await ready.json(), { reason: /draining/ })
 
     // New requests for the same repository reach the other node within the

@@ -5,6 +5,7 @@
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
+import { until } from '../helpers/wait.js'
 import { cacheFiles } from '../helpers/cache-files.js'
 import { gitHome, gitOk, spawnGit } from '../helpers/git.js'
 import { startFaultProxy } from '../helpers/fault-proxy.js'
@@ -31,12 +32,13 @@ void t.test('SIGTERM mid-clone: the clone completes, new connections are refused
   for (let i = 0; i < 300 && cacheFiles(cacheDir, 'tmp').length === 0; i++) await sleep(20)
   t.equal(cacheFiles(cacheDir, 'tmp').length, 1, 'a transfer is in flight')
   proxy.child.kill('SIGTERM')
-  await sleep(300)
-  const refused = await fetch(`${proxy.url}/healthz`).then(
-    () => false,
-    () => true,
-  )
-  t.ok(refused, 'no new connections after SIGTERM')
+  const refused = async (): Promise<boolean> =>
+    fetch(`${proxy.url}/healthz`).then(
+      () => false,
+      () => true,
+    )
+  await until(refused, 'the proxy to stop accepting connections', 5000)
+  t.pass('no new connections after SIGTERM')
   const r = await clone.done
   t.equal(r.code, 0, r.stderr)
   await gitOk(home, ['-C', target, 'fsck', '--strict'])

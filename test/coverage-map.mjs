@@ -1,0 +1,19 @@
+// tap coverage-map: which source files a test file's coverage counts for.
+// A unit test covers its own module (test/unit/x/y.test.ts: src/x/y.ts);
+// an integration test the request path it drives end to end, above the
+// pure layers (protocol/ and cache/ are measured by their unit tests).
+import { readdirSync } from 'node:fs'
+import path from 'node:path'
+
+const sources = (dir) =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : [],
+  )
+const requestPath = ['src/service', 'src/front', 'src/upstream', 'src/io'].flatMap(sources)
+
+export default (testFile) => {
+  const unit = /^test\/unit\/(.+?)(?:\.property)?\.test\.ts$/.exec(testFile)
+  if (unit !== null) return [`src/${unit[1]}.ts`]
+  if (testFile.startsWith('test/integration/')) return requestPath
+  return null
+}
