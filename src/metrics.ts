@@ -6,10 +6,10 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { DiskGuard } from './cache/disk-guard.js'
 import type { FillLimiter } from './cache/fill-limiter.js'
-import type { CacheStore, KindStats } from './cache/store.js'
+import type { CacheStoreApi, KindStats } from './cache/store-api.js'
 
 export interface MetricsSources {
-  store: CacheStore
+  store: CacheStoreApi
   limiter: FillLimiter
   disk: DiskGuard
 }

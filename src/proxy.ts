@@ -19,6 +19,8 @@ import { BodyBudget } from './service/body-budget.js'
 import { DEFAULT_BODY_WINDOW_MS, DEFAULT_MIN_BODY_BYTES } from './front/body-guard.js'
 import { FillLimiter } from './cache/fill-limiter.js'
 import { CacheStore } from './cache/store.js'
+import type { CacheStoreApi } from './cache/store-api.js'
+import { NoopStore } from './cache/noop-store.js'
 import { HttpGitService } from './service/http-git.js'
 import { webhookPlugin } from './front/webhook.js'
 import { RefsService } from './service/refs.js'
@@ -39,7 +41,7 @@ export interface RunningProxy {
   /** Set when the embedded upstream runs: the demo repository's path. */
   readonly demoRepo: string | null
   readonly app: FastifyInstance
-  readonly store: CacheStore
+  readonly store: CacheStoreApi
   readonly settings: Settings
   readonly disk: DiskGuard
   /** `ssh://host:port` the SSH front listens on; null when no SSH upstream is configured. */
@@ -116,7 +118,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     intervalMs: config.cache.diskCheckInterval * 1000,
     log: log.child({ component: 'disk' }),
   })
-  const store = new CacheStore({
+  const diskStore = new CacheStore({
     dir: config.cacheDir,
     log: log.child({ component: 'cache' }),
     maxSize: config.cache.maxSize,
@@ -125,16 +127,17 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       if (DiskGuard.isNoSpace(err)) disk.reportNoSpace()
     },
   })
-  let storeProblem: string | null = null
+  let store: CacheStoreApi = diskStore
   try {
-    await store.init()
+    await diskStore.init()
   } catch (err) {
-    // DESIGN §3.5: the cache never breaks Git. Serve everything through.
-    storeProblem = `cache directory ${config.cacheDir} is unusable: ${err instanceof Error ? err.message : String(err)}`
+    // DESIGN §3.5: the cache never breaks Git. Serve everything through,
+    // and let REST and /readyz say why nothing is cached.
     log.error({ err, dir: config.cacheDir }, 'cache disabled: the cache directory is unusable')
+    store = new NoopStore()
+    disk.disable(`cache directory ${config.cacheDir} is unusable: ${err instanceof Error ? err.message : String(err)}`)
   }
   await disk.start()
-  if (storeProblem !== null) disk.disable(storeProblem)
   const access = new Access({
     memo: new AuthMemo({ ttlMs: config.authTtl * 1000, now }),
     upstream,

@@ -26,9 +26,10 @@
  * here (that would read the whole body at every start-up).
  */
 import { randomBytes } from 'node:crypto'
-import { open, mkdir, rename } from 'node:fs/promises'
+import { open, mkdir, rename, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import { CacheError } from '../errors.js'
+import type { Log } from '../logger.js'
 
 export type EntryKind = 'refs' | 'upload-pack'
 
@@ -55,6 +56,13 @@ const KEY_RE = /^[0-9a-f]{64}$/
 /** A cache key is a lower-case hex SHA-256: it is also a file name, so nothing else is accepted. */
 export function isCacheKey(key: string): boolean {
   return KEY_RE.test(key)
+}
+
+/** Throws ERR_CACHE_BAD_KEY unless `key` passes `isCacheKey`. */
+export function checkKey(key: string): void {
+  if (!isCacheKey(key)) {
+    throw new CacheError('ERR_CACHE_BAD_KEY', 'a cache key must be a lower-case hex SHA-256')
+  }
 }
 
 export function entriesDir(dir: string): string {
@@ -151,6 +159,20 @@ export async function publishFile(from: string, to: string): Promise<void> {
   if (created !== undefined) await fsyncDir(path.dirname(shard))
   await rename(from, to)
   await fsyncDir(shard)
+}
+
+/** The `code` of a Node system error (or a CacheError), if any. */
+export function errorCode(err: unknown): unknown {
+  return err instanceof Error && 'code' in err ? err.code : undefined
+}
+
+/** Unlinks `file`; a missing file is fine, any other failure is logged, never thrown. */
+export async function unlinkQuiet(file: string, log: Log): Promise<void> {
+  try {
+    await unlink(file)
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') log.warn({ file, err }, 'removing a cache file failed')
+  }
 }
 
 function corrupt(file: string, why: string): CacheError {

@@ -11,9 +11,14 @@
  * closes, for whatever reason (end, error, destroy by the consumer), so the
  * source can close or un-reference its fd. The reader's 'close' event comes
  * after `release()` settled.
+ *
+ * Both readers here are `CacheBody`s (body.ts): the store hands them out
+ * as such.
  */
 import { Readable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import { CacheError, toError } from '../errors.js'
+import { copyReadable, type CacheBody } from './body.js'
 
 /** Read size and highWaterMark of entry readers. */
 export const READ_CHUNK = 64 * 1024
@@ -32,7 +37,7 @@ export interface ReadSource {
   release(delivered: number): Promise<void>
 }
 
-export class EntryReader extends Readable {
+export class EntryReader extends Readable implements CacheBody {
   readonly #src: ReadSource
   #pos = 0
   #pushed = 0
@@ -54,6 +59,22 @@ export class EntryReader extends Readable {
     if (!this.#waiting || this.destroyed) return
     this.#waiting = false
     void this.#pump() // #pump never rejects: failures destroy the reader
+  }
+
+  /** Copies with this reader's buffers recycled as `dest` writes them. */
+  copyTo(dest: Writable, signal: AbortSignal, end: boolean): Promise<number> {
+    return copyReadable(this, dest, signal, end, (chunk) => {
+      this.recycle(chunk)
+    })
+  }
+
+  /** Never in memory. */
+  whole(): null {
+    return null
+  }
+
+  get stream(): Readable {
+    return this
   }
 
   /**
@@ -144,10 +165,10 @@ export class EntryReader extends Readable {
 /**
  * A body that is whole in memory already (a small, hot cache entry). It
  * streams like any body, and a consumer that can write a buffer at once
- * takes it with `takeWhole()` instead: no stream machinery per request, which
+ * takes it with `whole()` instead: no stream machinery per request, which
  * is what a cached poll costs otherwise.
  */
-export class WholeBody extends Readable {
+export class WholeBody extends Readable implements CacheBody {
   readonly #buf: Buffer
   #delivered = false
 
@@ -163,11 +184,19 @@ export class WholeBody extends Readable {
     })
   }
 
-  /** The whole body, counted as delivered; the stream is closed. */
-  takeWhole(): Buffer {
+  /** The whole body, counted as delivered; the stream is closed. Asking again gives the same buffer. */
+  whole(): Buffer {
     this.#delivered = true
     this.destroy()
     return this.#buf
+  }
+
+  copyTo(dest: Writable, signal: AbortSignal, end: boolean): Promise<number> {
+    return copyReadable(this, dest, signal, end)
+  }
+
+  get stream(): Readable {
+    return this
   }
 
   override _read(): void {

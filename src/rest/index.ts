@@ -19,7 +19,7 @@ import swagger from '@fastify/swagger'
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../cache/disk-guard.js'
-import type { CacheStore } from '../cache/store.js'
+import type { CacheStoreApi } from '../cache/store-api.js'
 import type { Config } from '../config/load.js'
 import { ProxyError } from '../errors.js'
 import type { Log } from '../logger.js'
@@ -33,7 +33,7 @@ import { registerConfigRoutes } from './routes/config.js'
 
 export interface RestOptions {
   settings: Settings
-  store: CacheStore
+  store: CacheStoreApi
   disk: DiskGuard
   config: Config
   persistence: SettingsPersistence

@@ -8,11 +8,10 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
-import type { CacheStore, FillOutcome, OpenRequest } from '../cache/store.js'
+import type { CacheBody, CacheStoreApi, FillOutcome, OpenRequest } from '../cache/store-api.js'
 import type { RepoPath } from '../repository.js'
-import { cacheBodyOf, type CacheBody } from './cache-body.js'
 
-export type { CacheBody } from './cache-body.js'
+export type { CacheBody } from '../cache/store-api.js'
 
 /** What a cache service answers a front (upload-pack and refs alike). */
 export type CacheAnswer =
@@ -43,7 +42,7 @@ export interface CacheRequestBase {
  * state) or not admitting new entries answers `pass`: the request is served
  * through (DESIGN §3.5).
  */
-export async function openOrPass(store: CacheStore, log: Log, req: OpenRequest): Promise<CacheAnswer> {
+export async function openOrPass(store: CacheStoreApi, log: Log, req: OpenRequest): Promise<CacheAnswer> {
   let result
   try {
     result = await store.open(req)
@@ -53,7 +52,7 @@ export async function openOrPass(store: CacheStore, log: Log, req: OpenRequest):
     return { kind: 'pass', reason: 'cache unusable' }
   }
   if (result.how === 'bypass') return { kind: 'pass', reason: 'cache not admitting new entries' }
-  return { kind: 'body', how: result.how, body: cacheBodyOf(result.body) }
+  return { kind: 'body', how: result.how, body: result.body }
 }
 
 /** A streaming check of an answer: `push` returns the bytes to store. */

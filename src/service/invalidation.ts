@@ -3,12 +3,12 @@
  * through either front, a push webhook, or a cached advertisement found out
  * of date. The fronts and the webhook ask here, not the store.
  */
-import type { CacheStore, EntryKind } from '../cache/store.js'
+import type { CacheStoreApi, EntryKind } from '../cache/store-api.js'
 
 export class Invalidation {
-  readonly #store: CacheStore
+  readonly #store: CacheStoreApi
 
-  constructor(store: CacheStore) {
+  constructor(store: CacheStoreApi) {
     this.#store = store
   }
 

@@ -12,10 +12,11 @@
  */
 import type { Log } from '../logger.js'
 import { fillChecked, openOrPass, type AnswerChecker, type CacheAnswer, type CacheRequestBase } from './answer.js'
-import type { CacheStore } from '../cache/store.js'
+import type { CacheStoreApi } from '../cache/store-api.js'
+import { memoryBody } from '../cache/body.js'
 import { decideLsRefs } from '../cache/policy.js'
 import { AdvertisementKeys } from './advertisement.js'
-import { memoryBody, type CacheBody } from './cache-body.js'
+import type { CacheBody } from './answer.js'
 import { AdvertisementChecker } from '../protocol/advertisement-check.js'
 import type { ProtocolVersion } from '../protocol/git-protocol-header.js'
 import { PktStreamChecker } from '../protocol/pkt-stream-check.js'
@@ -36,7 +37,7 @@ export interface RefsRequest extends CacheRequestBase {
 export type RefsAnswer = CacheAnswer
 
 export interface RefsServiceDeps {
-  store: CacheStore
+  store: CacheStoreApi
   settings: Settings
   admit: () => boolean
   log: Log

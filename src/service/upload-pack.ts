@@ -13,7 +13,7 @@ import type { Log } from '../logger.js'
 import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
-import type { CacheStore } from '../cache/store.js'
+import type { CacheStoreApi } from '../cache/store-api.js'
 import { UploadPackResponseChecker } from '../protocol/upload-pack-response.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
@@ -34,7 +34,7 @@ export interface UploadPackRequest extends CacheRequestBase {
 export type UploadPackAnswer = CacheAnswer
 
 export interface UploadPackServiceDeps {
-  store: CacheStore
+  store: CacheStoreApi
   limiter: FillLimiter
   settings: Settings
   /** Whether new entries may be written now (the disk guard). */

@@ -6,7 +6,7 @@
  */
 import type { FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../../cache/disk-guard.js'
-import type { CacheStore } from '../../cache/store.js'
+import type { CacheStoreApi } from '../../cache/store-api.js'
 import type { Config } from '../../config/load.js'
 import type { Log } from '../../logger.js'
 import type { Settings } from '../../settings.js'
@@ -27,7 +27,7 @@ import type { CallerOf, RestApp } from '../types.js'
 
 export interface CachesRouteDeps {
   settings: Settings
-  store: CacheStore
+  store: CacheStoreApi
   disk: DiskGuard
   config: Config
   log: Log
@@ -121,7 +121,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
   })
 }
 
-function countEntries(store: CacheStore): number {
+function countEntries(store: CacheStoreApi): number {
   const t = store.stats().totals
   return t.refs.entries + t.uploadPack.entries
 }

@@ -36,7 +36,7 @@ async function fill(
 ): Promise<void> {
   const r = await h.store.open(request(key, producer(data, opts).produce, over))
   if (r.how !== 'miss') throw new Error(`expected a miss, got ${r.how}`)
-  await collect(r.body)
+  await collect(r.body.stream)
 }
 
 async function exists(file: string): Promise<boolean> {

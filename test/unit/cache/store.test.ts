@@ -209,7 +209,7 @@ async function checkFailedFill(
           // the failed fill left the single-flight map before its readers heard of it
           const probe = producer(Buffer.from('x'), { outcome: { commit: false, reason: 'probe' } })
           reopened = store.open(request(key, probe.produce)).then((r) => {
-            if (r.how !== 'bypass') r.body.destroy()
+            if (r.how !== 'bypass') r.body.stream.destroy()
             return r.how
           })
         })

@@ -1,13 +1,13 @@
 /**
- * copyEntry: a cache entry's reader to a real TCP socket, with the read
+ * CacheBody.copyTo of an entry reader: to a real TCP socket, with the read
  * buffers recycled once the socket has written them.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import net from 'node:net'
 import t, { type Test } from 'tap'
-import { EntryReader, READ_CHUNK, type ReadSource } from '../../../src/cache/entry-reader.js'
-import { copyEntry } from '../../../src/io/copy-entry.js'
+import { memoryBody } from '../../../src/cache/body.js'
+import { EntryReader, READ_CHUNK, WholeBody, type ReadSource } from '../../../src/cache/entry-reader.js'
 
 /**
  * A complete in-memory entry; records every buffer a read went into. Reads
@@ -65,7 +65,7 @@ void t.test('copies every byte through a slow reader, reusing a few buffers', as
     setTimeout(() => server.resume(), 1)
   })
   const ended = once(server, 'end')
-  const bytes = await copyEntry(new EntryReader(src), client, new AbortController().signal, true)
+  const bytes = await new EntryReader(src).copyTo(client, new AbortController().signal, true)
   await ended
   t.equal(bytes, data.length, 'bytes counted')
   t.equal(received, data.length, 'bytes received')
@@ -80,7 +80,7 @@ void t.test('a client that goes away fails the copy and releases the reader', as
   const { src, released } = memorySource(data)
   const { client, server } = await socketPair(t)
   server.once('data', () => server.destroy())
-  await t.rejects(copyEntry(new EntryReader(src), client, new AbortController().signal, true))
+  await t.rejects(new EntryReader(src).copyTo(client, new AbortController().signal, true))
   t.ok((await released) < data.length, 'not everything was delivered')
 })
 
@@ -90,7 +90,7 @@ void t.test('an abort signal stops the copy', async (t) => {
   const { client, server } = await socketPair(t)
   server.pause() // nothing drains: the copy waits
   const ac = new AbortController()
-  const copying = copyEntry(new EntryReader(src), client, ac.signal, true)
+  const copying = new EntryReader(src).copyTo(client, ac.signal, true)
   setTimeout(() => { ac.abort(new Error('client gone')); }, 50)
   await t.rejects(copying, { message: 'client gone' })
   t.ok((await released) < data.length)
@@ -103,4 +103,48 @@ void t.test('chunks the reader did not make are not taken back', async (t) => {
   const chunks: Buffer[] = []
   for await (const c of reader) chunks.push(c as Buffer)
   t.equal(Buffer.concat(chunks).length, 10)
+})
+
+void t.test('a whole body: taken at once, or copied like a stream', async (t) => {
+  const data = randomBytes(1000)
+  const closes: number[] = []
+  const taken = new WholeBody(data, (n) => closes.push(n))
+  t.equal(taken.whole(), data, 'the buffer itself')
+  t.equal(taken.whole(), data, 'asked again: the same buffer')
+  await once(taken, 'close')
+  t.same(closes, [data.length], 'counted as delivered, once')
+
+  const copied = new WholeBody(data, (n) => closes.push(n))
+  t.equal(copied.stream, copied)
+  const { client, server } = await socketPair(t)
+  const parts: Buffer[] = []
+  server.on('data', (chunk: Buffer) => parts.push(chunk))
+  const ended = once(server, 'end')
+  t.equal(await copied.copyTo(client, new AbortController().signal, true), data.length)
+  await ended
+  t.ok(Buffer.concat(parts).equals(data), 'bytes exact')
+})
+
+void t.test('a memory body (a hot hit): whole, or copied, no stream made for whole()', async (t) => {
+  const data = randomBytes(1000)
+  t.equal(memoryBody(data).whole(), data)
+  const { client, server } = await socketPair(t)
+  const parts: Buffer[] = []
+  server.on('data', (chunk: Buffer) => parts.push(chunk))
+  const ended = once(server, 'end')
+  t.equal(await memoryBody(data).copyTo(client, new AbortController().signal, true), data.length)
+  await ended
+  t.ok(Buffer.concat(parts).equals(data), 'bytes exact')
+  const chunks: Buffer[] = []
+  for await (const c of memoryBody(data).stream) chunks.push(c as Buffer)
+  t.ok(Buffer.concat(chunks).equals(data), 'as a stream')
+})
+
+void t.test('a file body is never whole', async (t) => {
+  const { src, released } = memorySource(Buffer.alloc(10))
+  const reader = new EntryReader(src)
+  t.equal(reader.whole(), null)
+  t.equal(reader.stream, reader)
+  reader.destroy()
+  t.equal(await released, 0, 'destroyed unread: nothing delivered')
 })
