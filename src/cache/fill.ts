@@ -64,23 +64,7 @@ import { appendTrailer, entryPath, publishFile, tmpPath, unlinkQuiet } from './e
 import type { EntryFile, EntryKind, EntryMeta } from './entry-file.js'
 import { indexRecord, type EntryIndex } from './entry-index.js'
 import { EntryReader } from './entry-reader.js'
-
-export type FillOutcome =
-  | { commit: true; info?: Record<string, string> }
-  /**
-   * Not storable. With `deliver`, the body was nevertheless complete (say,
-   * the upstream's own `ERR` answer): readers get all of it and end
-   * normally, nothing is committed and nobody new joins. Without it, the
-   * readers fail with ERR_CACHE_FILL_FAILED.
-   */
-  | { commit: false; reason: string; deliver?: boolean }
-
-/**
- * Writes the body into `sink` (end it, e.g. with `pipeline`) and says
- * whether the exchange succeeded. `signal` aborts only on the store's
- * `close()`. Called at most once per key at a time.
- */
-export type Produce = (sink: Writable, signal: AbortSignal) => Promise<FillOutcome>
+import type { FillOutcome, Produce } from './store-api.js'
 
 export interface FillRequest {
   key: string

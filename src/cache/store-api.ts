@@ -5,15 +5,31 @@
  * is unusable). Both honour the contract in
  * test/unit/cache/fixtures/store-contract.ts.
  */
+import type { Writable } from 'node:stream'
 import type { CacheBody } from './body.js'
 import type { EntryKind } from './entry-file.js'
 import type { StoreStats } from './figures.js'
-import type { Produce } from './fill.js'
 
 export type { CacheBody } from './body.js'
 export type { EntryKind } from './entry-file.js'
 export type { KindStats, RepoStats, StoreStats } from './figures.js'
-export type { FillOutcome } from './fill.js'
+
+export type FillOutcome =
+  | { commit: true; info?: Record<string, string> }
+  /**
+   * Not storable. With `deliver`, the body was nevertheless complete (say,
+   * the upstream's own `ERR` answer): readers get all of it and end
+   * normally, nothing is committed and nobody new joins. Without it, the
+   * readers fail with ERR_CACHE_FILL_FAILED.
+   */
+  | { commit: false; reason: string; deliver?: boolean }
+
+/**
+ * Writes the body into `sink` (end it, e.g. with `pipeline`) and says
+ * whether the exchange succeeded. `signal` aborts only on the store's
+ * `close()`. Called at most once per key at a time.
+ */
+export type Produce = (sink: Writable, signal: AbortSignal) => Promise<FillOutcome>
 
 export interface OpenRequest {
   key: string
@@ -26,11 +42,7 @@ export interface OpenRequest {
    * `{ how: 'bypass' }` without calling produce.
    */
   admit: boolean
-  /**
-   * Writes the body into `sink` (end it, e.g. with `pipeline`) and says
-   * whether the exchange succeeded. `signal` aborts only on `close()`.
-   * Called at most once per key at a time.
-   */
+  /** Called for a miss only: see `Produce`. */
   produce: Produce
 }
 

@@ -55,8 +55,7 @@ import type { CacheStoreApi, OpenRequest, OpenResult } from './store-api.js'
 export type { EntryKind } from './entry-file.js'
 export type { CacheBody } from './body.js'
 export type { KindStats, RepoStats, StoreStats } from './figures.js'
-export type { FillOutcome } from './fill.js'
-export type { CacheStoreApi, OpenRequest, OpenResult } from './store-api.js'
+export type { CacheStoreApi, FillOutcome, OpenRequest, OpenResult } from './store-api.js'
 
 export interface EntryInfo {
   key: string
