@@ -7,6 +7,11 @@
  *
  * Defaults are written as raw text and go through the same validator as a
  * value from the file, so a default is always a valid value.
+ *
+ * Adding a key is one entry in `KEY_SPECS` (then regenerate the shipped file,
+ * see test/unit/config/defaults-file.test.ts, and use the value): its `at`
+ * makes it a member of `Config`, the loader, `describeConfig` and the REST
+ * checks read the table, and `mutable: true` makes it a run-time setting.
  */
 import * as v from './validators.js'
 import type { Validator } from './validators.js'
@@ -53,16 +58,15 @@ export type ValueOf<S> =
         : Readonly<T>
       : never
 
-interface EntryOptions<T, P extends string, M extends boolean> {
+interface EntryOptions<T, P extends string> {
   readonly at: P
   readonly validator: Validator<T>
   readonly description: string
-  readonly mutable?: M
 }
 
 function required<T, const K extends string, const P extends string, const M extends boolean = false>(
   key: K,
-  opts: EntryOptions<T, P, M> & { readonly default: string },
+  opts: EntryOptions<T, P> & { readonly default: string; readonly mutable?: M },
 ): RequiredKeySpec<T, K, P, M> {
   const { at, validator, description } = opts
   // Without `mutable`, M is its default, false.
@@ -70,18 +74,15 @@ function required<T, const K extends string, const P extends string, const M ext
   return Object.freeze({ key, at, validator, default: opts.default, description, mutable, whenUnset: null })
 }
 
-function optional<
-  T,
-  const K extends string,
-  const P extends string,
-  const M extends boolean = false,
-  U extends T | null = null,
->(key: K, opts: EntryOptions<T, P, M> & { readonly whenUnset?: U }): OptionalKeySpec<T, K, P, M, U> {
+/** An optional key; never mutable (a run-time setting always has a value). */
+function optional<T, const K extends string, const P extends string, U extends T | null = null>(
+  key: K,
+  opts: EntryOptions<T, P> & { readonly whenUnset?: U },
+): OptionalKeySpec<T, K, P, false, U> {
   const { at, validator, description } = opts
-  // Without `mutable`, M is its default, false; without `whenUnset`, U is its default, null.
-  const mutable = (opts.mutable ?? false) as M
+  // Without `whenUnset`, U is its default, null.
   const whenUnset = (opts.whenUnset ?? null) as U
-  return Object.freeze({ key, at, validator, default: null, description, mutable, whenUnset })
+  return Object.freeze({ key, at, validator, default: null, description, mutable: false, whenUnset })
 }
 
 /** The value of an optional list key that is not set. */

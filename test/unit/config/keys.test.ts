@@ -8,6 +8,7 @@ import {
   envNamesOf,
   fileNamesOf,
 } from '../../../src/config/keys.js'
+import type { KeySpec } from '../../../src/config/keys.js'
 import { MUTABLE_KEYS } from '../../../src/config/load.js'
 
 void t.test('the table covers exactly the documented keys', (t) => {
@@ -127,9 +128,9 @@ void t.test('mutable keys are keys', (t) => {
 })
 
 void t.test('every key has its own place in Config', (t) => {
-  const places = KEY_SPECS.map((s) => s.at)
+  const places: readonly string[] = KEY_SPECS.map((s) => s.at)
   t.equal(new Set(places).size, places.length, 'no two keys share a place')
-  for (const spec of KEY_SPECS) {
+  for (const spec of KEY_SPECS as readonly KeySpec[]) {
     t.match(spec.at, /^[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)*$/, `${spec.key} is at a dotted path of member names`)
     const inside = places.filter((at) => at.startsWith(`${spec.at}.`))
     t.same(inside, [], `nothing is stored inside the value of ${spec.key}`)
@@ -139,11 +140,12 @@ void t.test('every key has its own place in Config', (t) => {
 })
 
 void t.test('each pair is two optional keys, and nothing else is stored there', (t) => {
+  const places: readonly string[] = KEY_SPECS.map((s) => s.at)
   for (const at of PAIRS) {
     const members = KEY_SPECS.filter((s) => s.at.startsWith(`${at}.`))
     t.equal(members.length, 2, `${at} has two members`)
     for (const m of members) t.equal(m.default, null, `${m.key} is optional`)
-    t.notOk(KEY_SPECS.some((s) => s.at === at), `${at} is not itself a key`)
+    t.notOk(places.includes(at), `${at} is not itself a key`)
   }
   t.end()
 })
