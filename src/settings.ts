@@ -12,17 +12,19 @@
  */
 import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import path from 'node:path'
-import { MUTABLE_KEYS, validateValue } from './config/load.js'
-import type { Config, MutableKey, Protocol } from './config/load.js'
+import { memberName, valueAt } from './config/config.js'
+import type { LastName } from './config/config.js'
+import { MUTABLE_KEYS, MUTABLE_SPECS } from './config/keys.js'
+import type { MutableKey, MutableSpec, ValueOf } from './config/keys.js'
+import { validateValue } from './config/load.js'
+import type { Config, Protocol } from './config/load.js'
 import type { Log } from './logger.js'
 
-export interface MutableValues {
-  protocols: readonly Protocol[]
-  refsEnabled: boolean
-  refsTtl: number
-  uploadPackEnabled: boolean
-  uploadPackTtl: number
-}
+/**
+ * The run-time settings: the keys marked `mutable` in the key table, each
+ * named by its member name in `Config` (`cache.refsTtl` is `refsTtl`).
+ */
+export type MutableValues = { [S in MutableSpec as LastName<S['at']>]: ValueOf<S> }
 
 export type SettingName = keyof MutableValues
 
@@ -31,13 +33,8 @@ export class Settings {
   #overrides: Partial<MutableValues> = {}
 
   constructor(config: Config) {
-    this.#base = {
-      protocols: config.cache.protocols,
-      refsEnabled: config.cache.refsEnabled,
-      refsTtl: config.cache.refsTtl,
-      uploadPackEnabled: config.cache.uploadPackEnabled,
-      uploadPackTtl: config.cache.uploadPackTtl,
-    }
+    // One entry per mutable key, read from its place in Config: what MutableValues is derived from.
+    this.#base = Object.fromEntries(MUTABLE_SPECS.map((s) => [memberName(s.at), valueAt(config, s.at)])) as MutableValues
   }
 
   get<K extends SettingName>(name: K): MutableValues[K] {
@@ -67,13 +64,9 @@ export class Settings {
 }
 
 /** The config key of each run-time setting: the names used in the settings file and in logs. */
-export const SETTING_KEYS: Readonly<Record<SettingName, MutableKey>> = Object.freeze({
-  protocols: 'scm-cache.protocols',
-  refsEnabled: 'scm-cache.refs.enabled',
-  refsTtl: 'scm-cache.refs.ttl',
-  uploadPackEnabled: 'scm-cache.upload-pack.enabled',
-  uploadPackTtl: 'scm-cache.upload-pack.ttl',
-})
+export const SETTING_KEYS = Object.freeze(
+  Object.fromEntries(MUTABLE_SPECS.map((s) => [memberName(s.at), s.key])),
+) as Readonly<Record<SettingName, MutableKey>> // one entry per mutable key, named as in MutableValues
 
 const SETTING_NAMES = Object.keys(SETTING_KEYS) as SettingName[] // the keys of a Record<SettingName, ...>
 

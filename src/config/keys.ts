@@ -1,227 +1,327 @@
 /**
  * Every configuration key, in one table: the source of truth for validation,
- * defaults, the shipped `config/scm-cache.properties` and the docs. The key
- * names, their environment names and their meaning are a contract (DESIGN.md
- * §4): never rename one.
+ * defaults, the shipped `config/scm-cache.properties`, the docs, the type of
+ * the loaded `Config` (`config.ts`), the start-up log line and which keys the
+ * REST API may change. The key names, their environment names and their
+ * meaning are a contract (DESIGN.md §4): never rename one.
  *
  * Defaults are written as raw text and go through the same validator as a
  * value from the file, so a default is always a valid value.
+ *
+ * Adding a key is one entry in `KEY_SPECS` (then regenerate the shipped file,
+ * see test/unit/config/defaults-file.test.ts, and use the value): its `at`
+ * makes it a member of `Config`, the loader, `describeConfig` and the REST
+ * checks read the table, and `mutable: true` makes it a run-time setting.
  */
 import * as v from './validators.js'
 import type { Validator } from './validators.js'
 
-export interface KeySpec<T> {
+export interface KeySpec<
+  T = unknown,
+  K extends string = string,
+  P extends string = string,
+  M extends boolean = boolean,
+> {
   /** Canonical name, e.g. `scm-cache.refs.ttl`. */
-  readonly key: string
+  readonly key: K
+  /** Where the value lives in the `Config` object, dot-separated: `cache.refsTtl`. */
+  readonly at: P
   readonly validator: Validator<T>
   /** Raw default text; `null` means unset. */
   readonly default: string | null
   readonly description: string
+  /** Whether the REST API may change it at run time (DESIGN §6). */
+  readonly mutable: M
+  /** The value of an optional key that is not set (`null`, or an empty list); `null` for required keys. */
+  readonly whenUnset: T | null
 }
 
-export interface RequiredKeySpec<T> extends KeySpec<T> {
+export interface RequiredKeySpec<T, K extends string, P extends string, M extends boolean>
+  extends KeySpec<T, K, P, M> {
   readonly default: string
+  readonly whenUnset: null
 }
 
-export interface OptionalKeySpec<T> extends KeySpec<T> {
+export interface OptionalKeySpec<T, K extends string, P extends string, M extends boolean, U extends T | null>
+  extends KeySpec<T, K, P, M> {
   readonly default: null
+  readonly whenUnset: U
 }
 
-function required<T>(
-  key: string,
-  validator: Validator<T>,
-  defaultValue: string,
-  description: string,
-): RequiredKeySpec<T> {
-  return Object.freeze({ key, validator, default: defaultValue, description })
+/** The type of a key's value in `Config`: an optional key is `null` when not set, unless its `whenUnset` is a value. */
+export type ValueOf<S> =
+  S extends RequiredKeySpec<infer T, string, string, boolean>
+    ? Readonly<T>
+    : S extends OptionalKeySpec<infer T, string, string, boolean, infer U>
+      ? null extends U
+        ? Readonly<T> | null
+        : Readonly<T>
+      : never
+
+interface EntryOptions<T, P extends string> {
+  readonly at: P
+  readonly validator: Validator<T>
+  readonly description: string
 }
 
-function optional<T>(
-  key: string,
-  validator: Validator<T>,
-  description: string,
-): OptionalKeySpec<T> {
-  return Object.freeze({ key, validator, default: null, description })
+function required<T, const K extends string, const P extends string, const M extends boolean = false>(
+  key: K,
+  opts: EntryOptions<T, P> & { readonly default: string; readonly mutable?: M },
+): RequiredKeySpec<T, K, P, M> {
+  const { at, validator, description } = opts
+  // Without `mutable`, M is its default, false.
+  const mutable = (opts.mutable ?? false) as M
+  return Object.freeze({ key, at, validator, default: opts.default, description, mutable, whenUnset: null })
 }
 
-/** The table, in the order of the shipped properties file. */
-export const KEYS = Object.freeze({
-  upstreamHttpUrl: optional(
-    'upstream.http.url',
-    v.httpUrl,
-    "Base URL of the upstream Git server's smart-HTTP root; unset: use the embedded upstream.",
-  ),
-  upstreamHttpPathPrefix: required(
-    'upstream.http.path-prefix',
-    v.pathPrefix,
-    '',
-    'Upstream path prefix (e.g. scm/) stripped from repository paths to get the REST projectKey/repoSlug.',
-  ),
-  upstreamSshUrl: optional(
-    'upstream.ssh.url',
-    v.sshUrl,
-    "ssh://user@host[:port][/prefix] of the upstream's SSH service; unset: no SSH front.",
-  ),
-  upstreamSshKey: optional(
-    'upstream.ssh.key',
-    v.file,
-    'Private key file the proxy uses towards the upstream over SSH.',
-  ),
-  upstreamSshKnownHosts: optional(
-    'upstream.ssh.known-hosts',
-    v.file,
-    "OpenSSH known_hosts file holding the upstream's SSH host key; unset: refuse to connect.",
-  ),
-  proxyHttpHost: required(
-    'proxy.http.host',
-    v.host,
-    '0.0.0.0',
-    'Address the HTTP front listens on.',
-  ),
-  proxyHttpPort: required('proxy.http.port', v.port, '7990', 'Port the HTTP front listens on.'),
-  proxySshHost: required('proxy.ssh.host', v.host, '0.0.0.0', 'Address the SSH front listens on.'),
-  proxySshPort: required('proxy.ssh.port', v.port, '7999', 'Port the SSH front listens on.'),
-  proxySshHostKey: optional(
-    'proxy.ssh.host-key',
-    v.file,
-    'Host key file of the SSH front; unset: generated under cache.dir on first start.',
-  ),
-  proxySshAuthorizedKeys: optional(
-    'proxy.ssh.authorized-keys',
-    v.file,
-    'OpenSSH authorized_keys file listing the keys allowed into the SSH front.',
-  ),
-  proxySshAllowPush: required(
-    'proxy.ssh.allow-push',
-    v.boolean,
-    'false',
-    "Let pushes through the SSH front (made with the proxy's upstream key).",
-  ),
-  proxyHttpIdleTimeout: required(
-    'proxy.http.idle-timeout',
-    v.seconds,
-    '120',
-    'Seconds an HTTP connection may stay idle (no request, or no bytes of a request) before it is closed.',
-  ),
-  proxyHttpMaxConnections: required(
-    'proxy.http.max-connections',
-    v.count,
-    '10000',
-    'Connections open on the HTTP front at most; new ones beyond it are refused at once.',
-  ),
-  proxyHttpBodyMemory: required(
-    'proxy.http.body-memory',
-    v.bytes,
-    '268435456',
-    'Bytes of request bodies held in memory at once, all requests together; past it requests wait, then get 503.',
-  ),
-  cacheDir: required('cache.dir', v.directory, './data/cache', 'Where everything on disk lives.'),
-  protocols: required(
-    'scm-cache.protocols',
-    v.protocols,
-    'HTTP,SSH',
-    'Fronts whose requests may be served from cache: a comma-separated list of HTTP and SSH, empty for none.',
-  ),
-  refsEnabled: required('scm-cache.refs.enabled', v.boolean, 'false', 'Cache ref advertisements.'),
-  refsTtl: required(
-    'scm-cache.refs.ttl',
-    v.seconds,
-    '60',
-    'Seconds a cached ref advertisement may be served.',
-  ),
-  uploadPackEnabled: required(
-    'scm-cache.upload-pack.enabled',
-    v.boolean,
-    'true',
-    'Cache clones (upload-pack responses).',
-  ),
-  uploadPackTtl: required(
-    'scm-cache.upload-pack.ttl',
-    v.seconds,
-    '3600',
-    'Seconds a cached clone may be served.',
-  ),
-  minimumFreeSpace: required(
-    'scm-cache.minimum.free.space',
-    v.bytes,
-    '1073741824',
-    'Bytes free under cache.dir below which caching pauses.',
-  ),
-  expiryCheckInterval: required(
-    'scm-cache.expiry.check.interval',
-    v.seconds,
-    '300',
-    'Seconds between sweeps that reclaim the disk of expired entries.',
-  ),
-  maxSize: required(
-    'scm-cache.max.size',
-    v.bytes,
-    '0',
-    'Bytes the cache may use, least recently used entries evicted above it; 0: no cap.',
-  ),
-  diskCheckInterval: required(
-    'scm-cache.disk.check.interval',
-    v.seconds,
-    '30',
-    'Seconds between free-space checks (free space is also checked before each new fill).',
-  ),
-  authTtl: required(
-    'auth.ttl',
-    v.seconds,
-    '300',
-    'Seconds an upstream-accepted credential stays accepted for a repository.',
-  ),
-  authCredentialHeaders: required(
-    'auth.credential-headers',
-    v.headerNames,
-    'private-token,job-token,x-auth-token',
-    'Request headers besides Authorization and Cookie that carry credentials: part of the credential a cached answer is checked for.',
-  ),
-  webhookSecret: optional(
-    'webhook.secret',
-    v.secret,
-    'Shared secret for push webhooks; unset: the webhook endpoint answers 404.',
-  ),
-  restAuthUsername: optional(
-    'rest.auth.username',
-    v.username,
-    'Admin user name for /rest/scm-cache/...; set both or neither; unset: REST answers only on loopback.',
-  ),
-  restAuthPassword: optional(
-    'rest.auth.password',
-    v.secret,
-    'Admin password for /rest/scm-cache/...; set both or neither.',
-  ),
-  proxyHttpTlsCert: optional(
-    'proxy.http.tls.cert',
-    v.file,
-    'PEM certificate (chain allowed) of the HTTP front; set with proxy.http.tls.key; reloaded on SIGHUP; unset: plain HTTP.',
-  ),
-  proxyHttpTlsKey: optional(
-    'proxy.http.tls.key',
-    v.file,
-    'PEM private key of the HTTP front; set both or neither; reloaded on SIGHUP.',
-  ),
-  upstreamHttpCa: optional(
-    'upstream.http.ca',
-    v.file,
-    "PEM file of the CA(s) that sign the upstream's HTTPS certificate; unset: the system's CAs.",
-  ),
-  proxyHttpTrustedProxies: optional(
-    'proxy.http.trusted-proxies',
-    v.cidrs,
-    'Comma-separated CIDRs of load balancers whose X-Forwarded-For/-Proto are logged; unset: none.',
-  ),
-  proxyShutdownDrain: required(
-    'proxy.shutdown.drain',
-    v.drainSeconds,
-    '10',
-    'Seconds a node keeps serving after SIGTERM with /readyz failing, before it stops accepting.',
-  ),
-})
+/** An optional key; never mutable (a run-time setting always has a value). */
+function optional<T, const K extends string, const P extends string, U extends T | null = null>(
+  key: K,
+  opts: EntryOptions<T, P> & { readonly whenUnset?: U },
+): OptionalKeySpec<T, K, P, false, U> {
+  const { at, validator, description } = opts
+  // Without `whenUnset`, U is its default, null.
+  const whenUnset = (opts.whenUnset ?? null) as U
+  return Object.freeze({ key, at, validator, default: null, description, mutable: false, whenUnset })
+}
 
-/** Every key of the table, in table order. */
-export const KEY_SPECS: readonly KeySpec<unknown>[] = Object.freeze(Object.values(KEYS))
+/** The value of an optional list key that is not set. */
+const NONE: readonly never[] = Object.freeze([])
+
+/**
+ * The table, in the order of the shipped properties file. What the validators
+ * normalise (URL paths end with `/`, the SSH port is always set, the path
+ * prefix has no slashes at either end, header names are lower case, ...) is
+ * said in `validators.ts`.
+ */
+export const KEY_SPECS = Object.freeze([
+  optional('upstream.http.url', {
+    at: 'upstream.httpUrl',
+    validator: v.httpUrl,
+    description: "Base URL of the upstream Git server's smart-HTTP root; unset: use the embedded upstream.",
+  }),
+  required('upstream.http.path-prefix', {
+    at: 'upstream.pathPrefix',
+    validator: v.pathPrefix,
+    default: '',
+    description: 'Upstream path prefix (e.g. scm/) stripped from repository paths to get the REST projectKey/repoSlug.',
+  }),
+  optional('upstream.ssh.url', {
+    at: 'upstream.sshUrl',
+    validator: v.sshUrl,
+    description: "ssh://user@host[:port][/prefix] of the upstream's SSH service; unset: no SSH front.",
+  }),
+  optional('upstream.ssh.key', {
+    at: 'upstream.sshKey',
+    validator: v.file,
+    description: 'Private key file the proxy uses towards the upstream over SSH.',
+  }),
+  optional('upstream.ssh.known-hosts', {
+    at: 'upstream.sshKnownHosts',
+    validator: v.file,
+    description: "OpenSSH known_hosts file holding the upstream's SSH host key; unset: refuse to connect.",
+  }),
+  required('proxy.http.host', {
+    at: 'proxy.httpHost',
+    validator: v.host,
+    default: '0.0.0.0',
+    description: 'Address the HTTP front listens on.',
+  }),
+  required('proxy.http.port', {
+    at: 'proxy.httpPort',
+    validator: v.port,
+    default: '7990',
+    description: 'Port the HTTP front listens on.',
+  }),
+  required('proxy.ssh.host', {
+    at: 'proxy.sshHost',
+    validator: v.host,
+    default: '0.0.0.0',
+    description: 'Address the SSH front listens on.',
+  }),
+  required('proxy.ssh.port', {
+    at: 'proxy.sshPort',
+    validator: v.port,
+    default: '7999',
+    description: 'Port the SSH front listens on.',
+  }),
+  optional('proxy.ssh.host-key', {
+    at: 'proxy.sshHostKey',
+    validator: v.file,
+    description: 'Host key file of the SSH front; unset: generated under cache.dir on first start.',
+  }),
+  optional('proxy.ssh.authorized-keys', {
+    at: 'proxy.sshAuthorizedKeys',
+    validator: v.file,
+    description: 'OpenSSH authorized_keys file listing the keys allowed into the SSH front.',
+  }),
+  required('proxy.ssh.allow-push', {
+    at: 'proxy.sshAllowPush',
+    validator: v.boolean,
+    default: 'false',
+    description: "Let pushes through the SSH front (made with the proxy's upstream key).",
+  }),
+  required('proxy.http.idle-timeout', {
+    at: 'proxy.httpIdleTimeout',
+    validator: v.seconds,
+    default: '120',
+    description: 'Seconds an HTTP connection may stay idle (no request, or no bytes of a request) before it is closed.',
+  }),
+  required('proxy.http.max-connections', {
+    at: 'proxy.httpMaxConnections',
+    validator: v.count,
+    default: '10000',
+    description: 'Connections open on the HTTP front at most; new ones beyond it are refused at once.',
+  }),
+  required('proxy.http.body-memory', {
+    at: 'proxy.httpBodyMemory',
+    validator: v.bytes,
+    default: '268435456',
+    description: 'Bytes of request bodies held in memory at once, all requests together; past it requests wait, then get 503.',
+  }),
+  required('cache.dir', {
+    at: 'cacheDir',
+    validator: v.directory,
+    default: './data/cache',
+    description: 'Where everything on disk lives.',
+  }),
+  required('scm-cache.protocols', {
+    at: 'cache.protocols',
+    validator: v.protocols,
+    default: 'HTTP,SSH',
+    description: 'Fronts whose requests may be served from cache: a comma-separated list of HTTP and SSH, empty for none.',
+    mutable: true,
+  }),
+  required('scm-cache.refs.enabled', {
+    at: 'cache.refsEnabled',
+    validator: v.boolean,
+    default: 'false',
+    description: 'Cache ref advertisements.',
+    mutable: true,
+  }),
+  required('scm-cache.refs.ttl', {
+    at: 'cache.refsTtl',
+    validator: v.seconds,
+    default: '60',
+    description: 'Seconds a cached ref advertisement may be served.',
+    mutable: true,
+  }),
+  required('scm-cache.upload-pack.enabled', {
+    at: 'cache.uploadPackEnabled',
+    validator: v.boolean,
+    default: 'true',
+    description: 'Cache clones (upload-pack responses).',
+    mutable: true,
+  }),
+  required('scm-cache.upload-pack.ttl', {
+    at: 'cache.uploadPackTtl',
+    validator: v.seconds,
+    default: '3600',
+    description: 'Seconds a cached clone may be served.',
+    mutable: true,
+  }),
+  required('scm-cache.minimum.free.space', {
+    at: 'cache.minimumFreeSpace',
+    validator: v.bytes,
+    default: '1073741824',
+    description: 'Bytes free under cache.dir below which caching pauses.',
+  }),
+  required('scm-cache.expiry.check.interval', {
+    at: 'cache.expiryCheckInterval',
+    validator: v.seconds,
+    default: '300',
+    description: 'Seconds between sweeps that reclaim the disk of expired entries.',
+  }),
+  required('scm-cache.max.size', {
+    at: 'cache.maxSize',
+    validator: v.bytes,
+    default: '0',
+    description: 'Bytes the cache may use, least recently used entries evicted above it; 0: no cap.',
+  }),
+  required('scm-cache.disk.check.interval', {
+    at: 'cache.diskCheckInterval',
+    validator: v.seconds,
+    default: '30',
+    description: 'Seconds between free-space checks (free space is also checked before each new fill).',
+  }),
+  required('auth.ttl', {
+    at: 'authTtl',
+    validator: v.seconds,
+    default: '300',
+    description: 'Seconds an upstream-accepted credential stays accepted for a repository.',
+  }),
+  required('auth.credential-headers', {
+    at: 'credentialHeaders',
+    validator: v.headerNames,
+    default: 'private-token,job-token,x-auth-token',
+    description: 'Request headers besides Authorization and Cookie that carry credentials: part of the credential a cached answer is checked for.',
+  }),
+  optional('webhook.secret', {
+    at: 'webhookSecret',
+    validator: v.secret,
+    description: 'Shared secret for push webhooks; unset: the webhook endpoint answers 404.',
+  }),
+  optional('rest.auth.username', {
+    at: 'restAuth.username',
+    validator: v.username,
+    description: 'Admin user name for /rest/scm-cache/...; set both or neither; unset: REST answers only on loopback.',
+  }),
+  optional('rest.auth.password', {
+    at: 'restAuth.password',
+    validator: v.secret,
+    description: 'Admin password for /rest/scm-cache/...; set both or neither.',
+  }),
+  optional('proxy.http.tls.cert', {
+    at: 'proxy.httpTls.cert',
+    validator: v.file,
+    description: 'PEM certificate (chain allowed) of the HTTP front; set with proxy.http.tls.key; reloaded on SIGHUP; unset: plain HTTP.',
+  }),
+  optional('proxy.http.tls.key', {
+    at: 'proxy.httpTls.key',
+    validator: v.file,
+    description: 'PEM private key of the HTTP front; set both or neither; reloaded on SIGHUP.',
+  }),
+  optional('upstream.http.ca', {
+    at: 'upstream.httpCa',
+    validator: v.file,
+    description: "PEM file of the CA(s) that sign the upstream's HTTPS certificate; unset: the system's CAs.",
+  }),
+  optional('proxy.http.trusted-proxies', {
+    at: 'proxy.trustedProxies',
+    validator: v.cidrs,
+    description: 'Comma-separated CIDRs of load balancers whose X-Forwarded-For/-Proto are logged; unset: none.',
+    whenUnset: NONE,
+  }),
+  required('proxy.shutdown.drain', {
+    at: 'proxy.shutdownDrain',
+    validator: v.drainSeconds,
+    default: '10',
+    description: 'Seconds a node keeps serving after SIGTERM with /readyz failing, before it stops accepting.',
+  }),
+])
+
+/** A key of the table, as its type: `Spec['key']` is the union of the key names. */
+export type Spec = (typeof KEY_SPECS)[number]
+
+/**
+ * Cross-key rules: the two keys stored under each of these `Config` members
+ * are set both or neither, and the member is `null` when neither is set.
+ */
+export const PAIRS = Object.freeze(['restAuth', 'proxy.httpTls'] as const)
+
+export type MutableSpec = Extract<Spec, { readonly mutable: true }>
+
+/** A key the REST API may change at run time. */
+export type MutableKey = MutableSpec['key']
+
+/** The keys the REST API may change at run time, in table order. */
+export const MUTABLE_SPECS: readonly MutableSpec[] = Object.freeze(
+  KEY_SPECS.filter((spec): spec is MutableSpec => spec.mutable),
+)
+
+/** Keys the REST API may change at run time. */
+export const MUTABLE_KEYS: readonly MutableKey[] = Object.freeze(MUTABLE_SPECS.map((spec) => spec.key))
+
 
 /** Keys under this prefix are also accepted under `BITBUCKET_PREFIX`. */
 export const CANONICAL_PREFIX = 'scm-cache.'

@@ -11,88 +11,28 @@ import path from 'node:path'
 import { Pair, parseLines } from 'dot-properties'
 import { distance } from 'fastest-levenshtein'
 import { ConfigError, toError } from '../errors.js'
+import { setAt, valueAt } from './config.js'
+import type { Config } from './config.js'
 import {
   CONFIG_FILE_ENV,
   ENV_PREFIX,
   KEY_SPECS,
-  KEYS,
+  MUTABLE_KEYS,
+  PAIRS,
   aliasOf,
   envBindingsOf,
   fileNamesOf,
 } from './keys.js'
-import type { KeySpec, OptionalKeySpec, RequiredKeySpec } from './keys.js'
-import type { ParseContext, ParseResult, Protocol } from './validators.js'
+import type { KeySpec } from './keys.js'
+import type { ParseContext, ParseResult } from './validators.js'
 
+export type { Config } from './config.js'
+export { MUTABLE_KEYS } from './keys.js'
+export type { MutableKey } from './keys.js'
 export type { Protocol } from './validators.js'
 
 /** The config file used when neither `--config` nor `SCM_CACHE_CONFIG` names one. */
 export const DEFAULT_CONFIG_FILE = 'config/scm-cache.properties'
-
-/**
- * The loaded configuration, deep-frozen. Paths are absolute; durations are
- * seconds; sizes are bytes; `null` means unset.
- *
- * The URLs are frozen objects typed read-only, but a `URL`'s setters still work
- * at run time: never assign to them (derive a new URL with `new URL(x, base)`).
- */
-export interface Config {
-  readonly upstream: {
-    /** Path always ends with `/`. Null: use the embedded upstream. */
-    readonly httpUrl: Readonly<URL> | null
-    /** E.g. `scm` or `''`: no leading or trailing slash. */
-    readonly pathPrefix: string
-    /** `ssh://user@host:port[/prefix]`: the port is always set, no trailing slash. */
-    readonly sshUrl: Readonly<URL> | null
-    readonly sshKey: string | null
-    readonly sshKnownHosts: string | null
-    /** PEM file of the CAs the upstream's HTTPS certificate is checked against; null: the system's. */
-    readonly httpCa: string | null
-  }
-  readonly proxy: {
-    readonly httpHost: string
-    readonly httpPort: number
-    readonly sshHost: string
-    readonly sshPort: number
-    readonly sshHostKey: string | null
-    readonly sshAuthorizedKeys: string | null
-    readonly sshAllowPush: boolean
-    /** Seconds. */
-    readonly httpIdleTimeout: number
-    readonly httpMaxConnections: number
-    /** Bytes. */
-    readonly httpBodyMemory: number
-    /** PEM files of the HTTP front's certificate (chain) and key; null: plain HTTP. */
-    readonly httpTls: { readonly cert: string; readonly key: string } | null
-    /** `address/prefix` blocks whose X-Forwarded-* headers are believed (logs only); empty: none. */
-    readonly trustedProxies: readonly string[]
-    /** Seconds to keep serving after SIGTERM, failing /readyz, before closing. */
-    readonly shutdownDrain: number
-  }
-  /** Absolute. */
-  readonly cacheDir: string
-  readonly cache: {
-    /** Canonical order, no duplicates; empty: nothing is served from cache. */
-    readonly protocols: readonly Protocol[]
-    readonly refsEnabled: boolean
-    readonly refsTtl: number
-    readonly uploadPackEnabled: boolean
-    readonly uploadPackTtl: number
-    readonly minimumFreeSpace: number
-    readonly expiryCheckInterval: number
-    /** 0: no cap. */
-    readonly maxSize: number
-    readonly diskCheckInterval: number
-  }
-  readonly authTtl: number
-  /** Lower-case header names (DESIGN §3.1). */
-  readonly credentialHeaders: readonly string[]
-  readonly webhookSecret: string | null
-  readonly restAuth: { readonly username: string; readonly password: string } | null
-  readonly source: {
-    /** Absolute path of the file read, or null when the default file does not exist. */
-    readonly file: string | null
-  }
-}
 
 export interface LoadOptions {
   /** Command-line arguments after the script (`process.argv.slice(2)`). */
@@ -106,17 +46,6 @@ export interface Args {
   readonly configFile: string | null
   readonly help: boolean
 }
-
-/** Keys the REST API may change at run time. */
-export const MUTABLE_KEYS = [
-  'scm-cache.protocols',
-  'scm-cache.refs.enabled',
-  'scm-cache.refs.ttl',
-  'scm-cache.upload-pack.enabled',
-  'scm-cache.upload-pack.ttl',
-] as const
-
-export type MutableKey = (typeof MUTABLE_KEYS)[number]
 
 const KNOWN_OPTIONS = '--config FILE, --config=FILE, --help (-h)'
 
@@ -161,12 +90,12 @@ interface Setting {
   readonly origin: string
 }
 
-const SPEC_BY_FILE_NAME = new Map<string, KeySpec<unknown>>(
+const SPEC_BY_FILE_NAME = new Map<string, KeySpec>(
   KEY_SPECS.flatMap((spec) => fileNamesOf(spec.key).map((name) => [name, spec] as const)),
 )
 
 /** Environment name -> [spec, the key name it stands for]. */
-const SPEC_BY_ENV_NAME = new Map<string, readonly [KeySpec<unknown>, string]>(
+const SPEC_BY_ENV_NAME = new Map<string, readonly [KeySpec, string]>(
   KEY_SPECS.flatMap((spec) =>
     envBindingsOf(spec.key).map(([env, name]) => [env, [spec, name] as const] as const),
   ),
@@ -186,7 +115,7 @@ export function loadConfig(opts: LoadOptions): Config {
   const file = path.resolve(cwd, shownName)
   const text = readConfigFile(file, shownName, named !== null, errors)
 
-  const settings = new Map<KeySpec<unknown>, Setting>()
+  const settings = new Map<KeySpec, Setting>()
   if (text !== null) collectFile(text, shownName, settings, errors)
   collectEnv(env, settings, errors)
 
@@ -202,14 +131,14 @@ export function loadConfig(opts: LoadOptions): Config {
 
 /**
  * Checks a value for a key the REST API may change at run time, with the same
- * validator as start-up. Only `MUTABLE_KEYS` (canonical names) are accepted.
+ * validator as start-up. Only mutable keys (canonical names) are accepted.
  */
 export function validateValue(
   key: string,
   raw: string,
 ): { ok: true; value: unknown } | { ok: false; message: string } {
-  const spec = KEY_SPECS.find((s) => s.key === key)
-  if (!isMutableKey(key) || spec === undefined) {
+  const spec: KeySpec | undefined = KEY_SPECS.find((s) => s.key === key)
+  if (spec === undefined || !spec.mutable) {
     if (spec !== undefined) {
       return { ok: false, message: `${key} cannot be changed at run time (${mutableList()})` }
     }
@@ -231,51 +160,18 @@ export function validateValue(
  * the start-up log line. Secrets show as `(set)`, URL passwords as `(hidden)`.
  */
 export function describeConfig(cfg: Config): Record<string, unknown> {
-  const u = cfg.upstream
-  const p = cfg.proxy
-  const c = cfg.cache
-  return {
-    configFile: cfg.source.file,
-    [KEYS.upstreamHttpUrl.key]: u.httpUrl === null ? null : redactUrl(u.httpUrl),
-    [KEYS.upstreamHttpPathPrefix.key]: u.pathPrefix,
-    [KEYS.upstreamSshUrl.key]: u.sshUrl === null ? null : redactUrl(u.sshUrl),
-    [KEYS.upstreamSshKey.key]: u.sshKey,
-    [KEYS.upstreamSshKnownHosts.key]: u.sshKnownHosts,
-    [KEYS.proxyHttpHost.key]: p.httpHost,
-    [KEYS.proxyHttpPort.key]: p.httpPort,
-    [KEYS.proxySshHost.key]: p.sshHost,
-    [KEYS.proxySshPort.key]: p.sshPort,
-    [KEYS.proxySshHostKey.key]: p.sshHostKey,
-    [KEYS.proxySshAuthorizedKeys.key]: p.sshAuthorizedKeys,
-    [KEYS.proxySshAllowPush.key]: p.sshAllowPush,
-    [KEYS.cacheDir.key]: cfg.cacheDir,
-    [KEYS.protocols.key]: c.protocols.join(','),
-    [KEYS.refsEnabled.key]: c.refsEnabled,
-    [KEYS.refsTtl.key]: c.refsTtl,
-    [KEYS.uploadPackEnabled.key]: c.uploadPackEnabled,
-    [KEYS.uploadPackTtl.key]: c.uploadPackTtl,
-    [KEYS.minimumFreeSpace.key]: c.minimumFreeSpace,
-    [KEYS.expiryCheckInterval.key]: c.expiryCheckInterval,
-    [KEYS.maxSize.key]: c.maxSize,
-    [KEYS.diskCheckInterval.key]: c.diskCheckInterval,
-    [KEYS.authTtl.key]: cfg.authTtl,
-    [KEYS.authCredentialHeaders.key]: cfg.credentialHeaders.join(','),
-    [KEYS.proxyHttpIdleTimeout.key]: p.httpIdleTimeout,
-    [KEYS.proxyHttpMaxConnections.key]: p.httpMaxConnections,
-    [KEYS.proxyHttpBodyMemory.key]: p.httpBodyMemory,
-    [KEYS.webhookSecret.key]: cfg.webhookSecret === null ? null : '(set)',
-    [KEYS.restAuthUsername.key]: cfg.restAuth?.username ?? null,
-    [KEYS.restAuthPassword.key]: cfg.restAuth === null ? null : '(set)',
-    [KEYS.proxyHttpTlsCert.key]: p.httpTls?.cert ?? null,
-    [KEYS.proxyHttpTlsKey.key]: p.httpTls?.key ?? null,
-    [KEYS.upstreamHttpCa.key]: u.httpCa,
-    [KEYS.proxyHttpTrustedProxies.key]: p.trustedProxies.length === 0 ? null : p.trustedProxies.join(','),
-    [KEYS.proxyShutdownDrain.key]: p.shutdownDrain,
-  }
+  const described: Record<string, unknown> = { configFile: cfg.source.file }
+  for (const spec of KEY_SPECS) described[spec.key] = describeValue(spec, valueAt(cfg, spec.at))
+  return described
 }
 
-function isMutableKey(key: string): key is MutableKey {
-  return MUTABLE_KEYS.some((k) => k === key)
+function describeValue(spec: KeySpec, value: unknown): unknown {
+  // An optional list that is not set is empty (`whenUnset`): shown as unset.
+  if (value === null || (spec.default === null && Array.isArray(value) && value.length === 0)) return null
+  if (spec.validator.secret) return '(set)'
+  if (value instanceof URL) return redactUrl(value)
+  if (Array.isArray(value)) return value.join(',')
+  return value
 }
 
 function mutableList(): string {
@@ -309,7 +205,7 @@ function readConfigFile(
 function collectFile(
   text: string,
   shownName: string,
-  settings: Map<KeySpec<unknown>, Setting>,
+  settings: Map<KeySpec, Setting>,
   errors: string[],
 ): void {
   for (const node of parseLines(text, true)) {
@@ -337,10 +233,10 @@ function collectFile(
 
 function collectEnv(
   env: Readonly<Record<string, string | undefined>>,
-  settings: Map<KeySpec<unknown>, Setting>,
+  settings: Map<KeySpec, Setting>,
   errors: string[],
 ): void {
-  const fromEnv = new Map<KeySpec<unknown>, Setting>()
+  const fromEnv = new Map<KeySpec, Setting>()
   const names = Object.keys(env)
     .filter((name) => name.startsWith(ENV_PREFIX) && name !== CONFIG_FILE_ENV)
     .sort()
@@ -396,7 +292,7 @@ function parseValue<T>(spec: KeySpec<T>, raw: string, ctx: ParseContext): ParseR
 }
 
 /** `scm-cache.refs.ttl: "abc" is not allowed: whole seconds from 1 to 31536000` */
-function invalidMessage(name: string, spec: KeySpec<unknown>, raw: string): string {
+function invalidMessage(name: string, spec: KeySpec, raw: string): string {
   const shown = spec.validator.secret ? '(hidden)' : quote(raw)
   return `${name}: ${shown} is not allowed: ${spec.validator.allowed}`
 }
@@ -416,7 +312,7 @@ function redactUrl(url: Readonly<URL>): string {
 }
 
 function buildConfig(
-  settings: ReadonlyMap<KeySpec<unknown>, Setting>,
+  settings: ReadonlyMap<KeySpec, Setting>,
   ctx: ParseContext,
   errors: string[],
   file: string | null,
@@ -426,92 +322,38 @@ function buildConfig(
    * unsets an optional key. An invalid value is recorded in `errors` and the
    * default stands in for it (the result is then thrown away).
    */
-  function resolve<T>(spec: KeySpec<T>): T | null {
+  function resolve(spec: KeySpec): unknown {
     const setting = settings.get(spec)
     if (setting !== undefined) {
-      if (spec.default === null && setting.value.trim() === '') return null
+      if (spec.default === null && setting.value.trim() === '') return spec.whenUnset
       const result = parseValue(spec, setting.value, ctx)
       if (result.ok) return result.value
       errors.push(`${invalidMessage(setting.name, spec, setting.value)} (${setting.origin})`)
     }
-    if (spec.default === null) return null
+    if (spec.default === null) return spec.whenUnset
     const fallback = parseValue(spec, spec.default, ctx)
     // Every default is valid (tested); this only guards against a bad edit of the table.
     if (!fallback.ok) throw new Error(`invalid default for ${spec.key}: ${spec.default}`)
     return fallback.value
   }
-  function get<T>(spec: RequiredKeySpec<T>): T {
-    const value = resolve(spec)
-    // A required key always has a valid default (checked just above), so resolve never gives null.
-    if (value === null) throw new Error(`no value for ${spec.key}`)
-    return value
-  }
-  function opt<T>(spec: OptionalKeySpec<T>): T | null {
-    return resolve(spec)
-  }
-
-  /** Two keys that go together: both values, or null when neither is set (one alone is an error). */
-  function pair<A, B>(a: OptionalKeySpec<A>, b: OptionalKeySpec<B>): [A, B] | null {
-    const [va, vb] = [opt(a), opt(b)]
-    if (va !== null && vb !== null) return [va, vb]
-    if (va !== null || vb !== null) {
-      const [isSet, notSet] = va === null ? [b.key, a.key] : [a.key, b.key]
-      errors.push(`${isSet} is set but ${notSet} is not: set both or neither`)
-    }
-    return null
-  }
-  function restAuth(): Config['restAuth'] {
-    const both = pair(KEYS.restAuthUsername, KEYS.restAuthPassword)
-    return both === null ? null : { username: both[0], password: both[1] }
-  }
-  function httpTls(): Config['proxy']['httpTls'] {
-    const both = pair(KEYS.proxyHttpTlsCert, KEYS.proxyHttpTlsKey)
-    return both === null ? null : { cert: both[0], key: both[1] }
-  }
 
   // Resolved in table order, so problems are listed in that order.
-  return {
-    upstream: {
-      httpUrl: opt(KEYS.upstreamHttpUrl),
-      pathPrefix: get(KEYS.upstreamHttpPathPrefix),
-      sshUrl: opt(KEYS.upstreamSshUrl),
-      sshKey: opt(KEYS.upstreamSshKey),
-      sshKnownHosts: opt(KEYS.upstreamSshKnownHosts),
-      httpCa: opt(KEYS.upstreamHttpCa),
-    },
-    proxy: {
-      httpHost: get(KEYS.proxyHttpHost),
-      httpPort: get(KEYS.proxyHttpPort),
-      sshHost: get(KEYS.proxySshHost),
-      sshPort: get(KEYS.proxySshPort),
-      sshHostKey: opt(KEYS.proxySshHostKey),
-      sshAuthorizedKeys: opt(KEYS.proxySshAuthorizedKeys),
-      sshAllowPush: get(KEYS.proxySshAllowPush),
-      httpIdleTimeout: get(KEYS.proxyHttpIdleTimeout),
-      httpMaxConnections: get(KEYS.proxyHttpMaxConnections),
-      httpBodyMemory: get(KEYS.proxyHttpBodyMemory),
-      httpTls: httpTls(),
-      trustedProxies: opt(KEYS.proxyHttpTrustedProxies) ?? [],
-      shutdownDrain: get(KEYS.proxyShutdownDrain),
-    },
-    cacheDir: get(KEYS.cacheDir),
-    cache: {
-      protocols: get(KEYS.protocols),
-      refsEnabled: get(KEYS.refsEnabled),
-      refsTtl: get(KEYS.refsTtl),
-      uploadPackEnabled: get(KEYS.uploadPackEnabled),
-      uploadPackTtl: get(KEYS.uploadPackTtl),
-      minimumFreeSpace: get(KEYS.minimumFreeSpace),
-      expiryCheckInterval: get(KEYS.expiryCheckInterval),
-      maxSize: get(KEYS.maxSize),
-      diskCheckInterval: get(KEYS.diskCheckInterval),
-    },
-    authTtl: get(KEYS.authTtl),
-    credentialHeaders: get(KEYS.authCredentialHeaders),
-    webhookSecret: opt(KEYS.webhookSecret),
-    restAuth: restAuth(),
-    source: { file },
-  }
+  const tree: Record<string, unknown> = {}
+  for (const spec of KEY_SPECS) setAt(tree, spec.at, resolve(spec))
+  for (const at of PAIRS) checkPair(tree, at, errors)
+  setAt(tree, 'source.file', file)
+  // The tree holds a value at every key's `at`, which is what Config is derived from.
+  return tree as Config
+}
+
+/** A pair (`PAIRS`) is set both or neither; the member is null when neither is set. */
+function checkPair(tree: Record<string, unknown>, at: string, errors: string[]): void {
+  const members = KEY_SPECS.filter((spec) => spec.at.startsWith(`${at}.`))
+  const isSet = (spec: KeySpec): boolean => valueAt(tree, spec.at) !== null
+  const set = members.find(isSet)
+  const unset = members.find((spec) => !isSet(spec))
+  if (set === undefined) setAt(tree, at, null)
+  else if (unset !== undefined) errors.push(`${set.key} is set but ${unset.key} is not: set both or neither`)
 }
 
 /** Freezes an object graph (plain objects, arrays and URLs) in place. */

@@ -2,11 +2,13 @@ import t from 'tap'
 import {
   CONFIG_FILE_ENV,
   KEY_SPECS,
+  PAIRS,
   aliasOf,
   envNameOf,
   envNamesOf,
   fileNamesOf,
 } from '../../../src/config/keys.js'
+import type { KeySpec } from '../../../src/config/keys.js'
 import { MUTABLE_KEYS } from '../../../src/config/load.js'
 
 void t.test('the table covers exactly the documented keys', (t) => {
@@ -122,6 +124,40 @@ void t.test('names never collide', (t) => {
 void t.test('mutable keys are keys', (t) => {
   const keys = new Set(KEY_SPECS.map((s) => s.key))
   for (const key of MUTABLE_KEYS) t.ok(keys.has(key), key)
+  t.end()
+})
+
+void t.test('every key has its own place in Config', (t) => {
+  const places: readonly string[] = KEY_SPECS.map((s) => s.at)
+  t.equal(new Set(places).size, places.length, 'no two keys share a place')
+  for (const spec of KEY_SPECS as readonly KeySpec[]) {
+    t.match(spec.at, /^[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)*$/, `${spec.key} is at a dotted path of member names`)
+    const inside = places.filter((at) => at.startsWith(`${spec.at}.`))
+    t.same(inside, [], `nothing is stored inside the value of ${spec.key}`)
+    t.notOk(spec.at === 'source' || spec.at.startsWith('source.'), `${spec.key} is not under source (the loader's own)`)
+  }
+  t.end()
+})
+
+void t.test('each pair is two optional keys, and nothing else is stored there', (t) => {
+  const places: readonly string[] = KEY_SPECS.map((s) => s.at)
+  for (const at of PAIRS) {
+    const members = KEY_SPECS.filter((s) => s.at.startsWith(`${at}.`))
+    t.equal(members.length, 2, `${at} has two members`)
+    for (const m of members) t.equal(m.default, null, `${m.key} is optional`)
+    t.notOk(places.includes(at), `${at} is not itself a key`)
+  }
+  t.end()
+})
+
+void t.test('the mutable keys are the five run-time settings of DESIGN §6', (t) => {
+  t.same(MUTABLE_KEYS, [
+    'scm-cache.protocols',
+    'scm-cache.refs.enabled',
+    'scm-cache.refs.ttl',
+    'scm-cache.upload-pack.enabled',
+    'scm-cache.upload-pack.ttl',
+  ])
   t.end()
 })
 

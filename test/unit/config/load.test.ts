@@ -682,6 +682,28 @@ void t.test('validateValue', (t) => {
   t.end()
 })
 
+void t.test('describeConfig shows lists joined, an unset list or pair as null', (t) => {
+  const dir = withFile(t, FULL_FILE)
+  t.match(describeConfig(load(dir)), {
+    'proxy.http.trusted-proxies': '10.0.0.0/8,192.0.2.7/32',
+    'auth.credential-headers': 'private-token,job-token,x-auth-token',
+    'proxy.http.tls.cert': path.join(dir, 'tls/chain.pem'),
+    'proxy.http.tls.key': path.join(dir, 'tls/key.pem'),
+    'upstream.ssh.url': 'ssh://git@git.example.com:7999',
+    'proxy.ssh.allow-push': true,
+    'proxy.http.port': 8080,
+  })
+  const defaults = describeConfig(load(t.testdir({})))
+  t.equal(defaults['proxy.http.trusted-proxies'], null)
+  t.equal(defaults['proxy.http.tls.cert'], null)
+  t.equal(defaults['rest.auth.username'], null)
+  t.equal(defaults['auth.credential-headers'], 'private-token,job-token,x-auth-token')
+  const none = describeConfig(load(t.testdir({}), { env: { SCM_CACHE_AUTH_CREDENTIAL_HEADERS: '', SCM_CACHE_REFS_TTL: '5' } }))
+  t.equal(none['auth.credential-headers'], '', 'a required list set empty is empty, not unset')
+  t.equal(none['scm-cache.refs.ttl'], 5)
+  t.end()
+})
+
 void t.test('credentials in upstream.http.url are refused, and not echoed', (t) => {
   const dir = withFile(
     t,
