@@ -116,10 +116,14 @@ export function createTlsServer(
       answerPlainHttp(socket, chunk)
     })
   })
-  // Closing the server also drops connections that never said anything.
-  server.on('close', () => {
+  // Connections that never said anything are idle ones: close() (which
+  // closes idle connections first) and fastify's forceCloseConnections drop
+  // them too. Its 'close' event would come too late: it waits for them.
+  const closeIdle = server.closeIdleConnections.bind(server)
+  server.closeIdleConnections = (): void => {
     for (const socket of waiting) socket.destroy()
-  })
+    closeIdle()
+  }
   return server
 }
 
