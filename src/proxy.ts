@@ -28,6 +28,7 @@ import { UploadPackService } from './service/upload-pack.js'
 import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './settings.js'
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
+import { CacheError } from './errors.js'
 import { Metrics } from './metrics.js'
 import type { SshFront } from './front/ssh.js'
 import { readCaFile, readTlsFiles, reloadTls } from './front/tls.js'
@@ -125,6 +126,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     now,
     onFillError: (err) => {
       if (DiskGuard.isNoSpace(err)) disk.reportNoSpace()
+      else if (err instanceof CacheError && err.code === 'ERR_CACHE_WRITE_FAILED') disk.reportWriteFailure(err)
     },
   })
   let store: CacheStoreApi = diskStore

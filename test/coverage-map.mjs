@@ -12,7 +12,7 @@ const sources = (dir) =>
 const requestPath = ['src/service', 'src/front', 'src/upstream', 'src/io'].flatMap(sources)
 
 // The store's suites drive its parts through its facade (src/cache/store.ts).
-const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', 'hot-bodies', 'figures', 'recovery', 'entry-reader', 'body'].map(
+const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', 'hot-bodies', 'figures', 'recovery', 'entry-reader', 'body', 'fill-relay'].map(
   (name) => `src/cache/${name}.ts`,
 )
 
