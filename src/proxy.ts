@@ -102,6 +102,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const metrics = new Metrics()
   const upstream = new HttpUpstream({
     baseUrl: upstreamUrl,
+    connectTimeoutMs: config.upstream.connectTimeout * 1000,
     ...(ca === undefined ? {} : { ca }),
     observe: (method, status, seconds) => {
       metrics.observeUpstream(method, status, seconds)
@@ -261,6 +262,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
             url: config.upstream.sshUrl,
             keyFile: config.upstream.sshKey,
             knownHostsFile: config.upstream.sshKnownHosts,
+            connectTimeoutMs: config.upstream.connectTimeout * 1000,
             log: log.child({ component: 'ssh-upstream' }),
           }),
         ),
