@@ -29,6 +29,8 @@ import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './set
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
 import { CacheError } from './errors.js'
+import { LastGood } from './cache/last-good.js'
+import { Outage } from './service/outage.js'
 import { Metrics } from './metrics.js'
 import type { SshFront } from './front/ssh.js'
 import { readCaFile, readTlsFiles, reloadTls } from './front/tls.js'
@@ -159,7 +161,21 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   })
   const invalidation = new Invalidation(store)
   const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
+  const lastGood = new LastGood(config.cacheDir, log.child({ component: 'last-good' }))
+  await lastGood.init().catch((err: unknown) => {
+    log.warn({ err }, 'cannot keep last good advertisements: outage mode has nothing to answer with')
+  })
+  const outage = new Outage({
+    enabled: config.cache.outageEnabled,
+    outageTtlMs: config.authOutageTtl * 1000,
+    lastGood,
+    now,
+    upstreamName: upstreamUrl.origin,
+    log: log.child({ component: 'outage' }),
+  })
+  metrics.attachOutage(outage)
   const git = new HttpGitService({
+    outage,
     uploadPack,
     refs,
     access,
@@ -198,7 +214,8 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       metrics.observeRequest(o)
     },
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir)),
+    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir, outage)),
+    readyDetails: () => ({ outage: outage.status() }),
     ...(tls === undefined ? {} : { tls }),
     trustedProxies: new TrustedProxies(config.proxy.trustedProxies),
     register: async (app) => {
@@ -312,8 +329,13 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
 }
 
 /** `GET /readyz`: the upstream answers and the cache directory is writable. */
-async function readiness(upstream: HttpUpstream, cacheDir: string): Promise<string | null> {
-  if (!(await upstream.ping())) return `upstream ${upstream.baseUrl.origin} is not reachable`
+async function readiness(upstream: HttpUpstream, cacheDir: string, outage: Outage): Promise<string | null> {
+  if (!(await upstream.ping())) {
+    const why = `upstream ${upstream.baseUrl.origin} is not reachable`
+    // Outage mode (DESIGN §3.10): a node that answers from its cache stays ready.
+    if (!outage.enabled) return why
+    outage.down(why)
+  }
   try {
     await access(cacheDir, constants.W_OK)
   } catch {
