@@ -236,6 +236,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         disk,
         config,
         persistence,
+        outage: () => outage.status(),
         log: log.child({ component: 'rest' }),
       })
       // --- end REST API ---

@@ -18,6 +18,7 @@ const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', '
 
 export default (testFile) => {
   if (/^test\/unit\/cache\/store(?:-[a-z]+)?\.test\.ts$/.test(testFile)) return storeParts
+  if (testFile === 'test/unit/service/outage.test.ts') return ['src/service/outage.ts', 'src/service/outage-progress.ts', 'src/cache/last-good.ts']
   const unit = /^test\/unit\/(.+?)(?:\.property)?\.test\.ts$/.exec(testFile)
   if (unit !== null) return [`src/${unit[1]}.ts`]
   if (testFile.startsWith('test/integration/')) return requestPath

@@ -49,6 +49,7 @@ import type { RefsService } from './refs.js'
 import { readRequestBody } from './request-body.js'
 import { UPLOAD_PACK_RESULT, type UploadPackService } from './upload-pack.js'
 import { isUnreachableStatus, Outage } from './outage.js'
+import { progressMarker, withOutageProgress } from './outage-progress.js'
 import { WholeBody } from '../cache/entry-reader.js'
 
 /**
@@ -447,7 +448,9 @@ export class HttpGitService {
       }
       outage.countAnswer()
       this.#logStale(repo)
-      return { kind: 'cached', how: answer.how, headers: RESULT_HEADERS, body: answer.body, cache: 'stale', ...(req.version === 2 ? { cmd: 'fetch' } : {}) }
+      const marker = progressMarker(req.version, read.decoded)
+      const body = marker === null ? answer.body : withOutageProgress(answer.body, marker)
+      return { kind: 'cached', how: answer.how, headers: RESULT_HEADERS, body, cache: 'stale', ...(req.version === 2 ? { cmd: 'fetch' } : {}) }
     } finally {
       lease.release()
     }

@@ -61,8 +61,9 @@ void t.test('outage mode: cached clones go on, others are refused, pushes get th
     ['v0', ['-c', 'protocol.version=0']],
   ] as const) {
     const target = path.join(dir, `outage-${name}`)
-    const r = await git(home, [...args, 'clone', '-q', url, target])
+    const r = await git(home, [...args, 'clone', '--progress', url, target])
     t.equal(r.code, 0, `${name} clone during the outage succeeds ${r.stderr}`)
+    t.equal(r.stderr.split('answered from the cache during an upstream outage').length - 1, 1, `${name}: one progress line says so`)
     await gitOk(home, ['-C', target, 'fsck', '--strict'])
     t.equal(await head(home, target), want, `${name}: the cached commit`)
   }
@@ -89,6 +90,11 @@ void t.test('outage mode: cached clones go on, others are refused, pushes get th
   t.equal(ready.status, 200, '/readyz stays ready')
   const readyBody = (await ready.json()) as { outage: { upstreamReachable: boolean; answers: number } }
   t.equal(readyBody.outage.upstreamReachable, false, '/readyz names the outage')
+  const caches = (await (await fetch(`${proxy.url}/rest/scm-cache/latest/caches`)).json()) as {
+    outage?: { enabled: boolean; upstreamReachable: boolean; since: string | null; answers: number }
+  }
+  t.match(caches.outage, { enabled: true, upstreamReachable: false, since: /^\d{4}-/ }, '/caches shows the outage')
+  t.ok((caches.outage?.answers ?? 0) > 0, '/caches counts the stale answers')
   const metrics = await (await fetch(`${proxy.url}/metrics`)).text()
   const answers = /^scm_cache_outage_answers_total (\d+)/m.exec(metrics)
   t.ok(Number(answers?.[1] ?? 0) > 0, `scm_cache_outage_answers_total ${answers?.[1] ?? 'missing'}`)
