@@ -275,6 +275,15 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         authorizedKeysFile: config.proxy.sshAuthorizedKeys,
         pathPrefix: config.upstream.pathPrefix,
         allowPush: config.proxy.sshAllowPush,
+        // Its own reachability (the SSH upstream is another service); the same last good copies.
+        outage: new Outage({
+          enabled: config.cache.outageEnabled,
+          outageTtlMs: config.authOutageTtl * 1000,
+          lastGood,
+          now,
+          upstreamName: `${config.upstream.sshUrl.protocol}//${config.upstream.sshUrl.host}`,
+          log: log.child({ component: 'outage', front: 'SSH' }),
+        }),
         upstream: new SshGit(
           new SshUpstream({
             url: config.upstream.sshUrl,

@@ -9,6 +9,7 @@
 import { Transform, type Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { CacheBody } from '../cache/store-api.js'
+import { memoryBody } from '../cache/body.js'
 import { encodeSideband } from '../protocol/pkt-line.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
@@ -89,4 +90,9 @@ export function withOutageProgress(body: CacheBody, marker: string): CacheBody {
       return bytes
     },
   }
+}
+
+/** A kept answer (a last good ls-refs) as a body. */
+export function keptBody(buf: Buffer): CacheBody {
+  return memoryBody(buf)
 }

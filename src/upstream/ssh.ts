@@ -164,10 +164,11 @@ export class SshUpstream {
         })
         client.on('error', (err) => {
           drop()
+          // A connection that cannot be made is "unreachable" (outage mode, DESIGN §3.10), not a refusal.
           reject(
-            new UpstreamError('ERR_UPSTREAM_SSH', hostKeyProblem ?? `cannot connect to the SSH upstream: ${err.message}`, {
-              cause: err,
-            }),
+            hostKeyProblem === null
+              ? new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `cannot connect to the SSH upstream: ${err.message}`, { cause: err })
+              : new UpstreamError('ERR_UPSTREAM_SSH', hostKeyProblem, { cause: err }),
           )
         })
         client.on('close', drop)

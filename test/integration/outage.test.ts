@@ -5,7 +5,8 @@
  * gets an error naming the outage. Real git clients, a real upstream
  * stopped and started again on the same port.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import path from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
@@ -13,7 +14,10 @@ import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/upstream
 import { git, gitHome, gitOk } from '../helpers/git.js'
 import { gitRequestLines } from '../helpers/log-sink.js'
 import { startTestProxy } from '../helpers/proxy.js'
-import { createBareRepo } from '../helpers/repo.js'
+import { addCommitDirect, createBareRepo } from '../helpers/repo.js'
+import { gitSshCommand, sshKeygen, startTestSshd } from '../helpers/sshd.js'
+import { startTestUpstream } from '../helpers/upstream.js'
+import { until } from '../helpers/wait.js'
 
 const CREDENTIALS = { username: 'alice', password: 's3cret' }
 
@@ -131,4 +135,101 @@ void t.test('outage mode off: the same clones fail with a clear error in under 5
     t.ok(seconds < 5, `${name}: in ${seconds.toFixed(1)} s`)
     t.match(r.stderr, /unreachable/, `${name}: a clear error: ${r.stderr.trim()}`)
   }
+})
+
+/** A TCP relay to `target` that can be cut (every connection destroyed, the port closed) and reopened on the same port. */
+async function relay(t: Test, target: number): Promise<{ port: number; stop(): Promise<void>; start(): Promise<void> }> {
+  const sockets = new Set<Socket>()
+  let server: Server | null = null
+  let port = 0
+  const start = async (): Promise<void> => {
+    const s = createServer((client) => {
+      const up = connect(target, '127.0.0.1')
+      for (const sock of [client, up]) {
+        sockets.add(sock)
+        sock.on('error', () => undefined)
+        sock.on('close', () => sockets.delete(sock))
+      }
+      client.pipe(up).pipe(client)
+    })
+    await new Promise<void>((resolve) => s.listen(port, '127.0.0.1', resolve))
+    port = (s.address() as AddressInfo).port // listening on TCP: an AddressInfo
+    server = s
+  }
+  const stop = async (): Promise<void> => {
+    for (const sock of sockets) sock.destroy()
+    const s = server
+    server = null
+    if (s !== null) await new Promise((resolve) => s.close(resolve))
+  }
+  await start()
+  t.teardown(stop)
+  return {
+    get port() {
+      return port
+    },
+    stop,
+    start,
+  }
+}
+
+void t.test('outage mode over SSH: v2 and v0 clones from the cache while the SSH upstream is cut, normal again once it is back', async (t) => {
+  const dir = t.testdir()
+  const home = gitHome(dir)
+  const upstream = await startTestUpstream(t, dir)
+  const sshd = await startTestSshd(t, dir, { root: upstream.root, trace2Dir: path.join(dir, 'trace2') })
+  const cut = await relay(t, sshd.port)
+  const knownHosts = path.join(dir, 'relay_known_hosts')
+  writeFileSync(knownHosts, readFileSync(sshd.knownHosts, 'utf8').replace(`[127.0.0.1]:${sshd.port}`, `[127.0.0.1]:${cut.port}`))
+  const clientKey = path.join(dir, 'keys', 'client')
+  const authorizedKeys = path.join(dir, 'keys', 'authorized_keys')
+  writeFileSync(authorizedKeys, `${await sshKeygen(clientKey)}\n`)
+  const sshUrl = new URL(sshd.url)
+  sshUrl.port = String(cut.port)
+  const proxy = await startTestProxy(t, dir, upstream.url, {
+    'upstream.ssh.url': sshUrl.href,
+    'upstream.ssh.key': sshd.proxyKey,
+    'upstream.ssh.known-hosts': knownHosts,
+    'proxy.ssh.host': '127.0.0.1',
+    'proxy.ssh.port': '0',
+    'proxy.ssh.authorized-keys': authorizedKeys,
+    'scm-cache.outage.enabled': 'true',
+    'upstream.connect-timeout': '2',
+  })
+  const bare = await createBareRepo(home, upstream.root, 'app.git', { commits: 4 })
+  const want = (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim()
+  const front = new URL(proxy.proxy.sshUrl ?? 'ssh://missing')
+  const url = `ssh://git@127.0.0.1:${front.port}/app.git`
+  const ssh = { env: { GIT_SSH_COMMAND: gitSshCommand(clientKey) } }
+  const versions = [
+    ['v2', []],
+    ['v0', ['-c', 'protocol.version=0']],
+  ] as const
+  for (const [name, args] of versions) await gitOk(home, [...args, 'clone', '-q', url, path.join(dir, `warm-${name}`)], ssh)
+  await proxy.settled()
+  await proxy.proxy.store.idle()
+
+  await cut.stop()
+  for (const [name, args] of versions) {
+    const target = path.join(dir, `outage-${name}`)
+    const started = performance.now()
+    const r = await git(home, [...args, 'clone', '--progress', url, target], ssh)
+    t.equal(r.code, 0, `${name} clone over SSH during the outage succeeds ${r.stderr}`)
+    t.ok(performance.now() - started < 5000, `${name}: quickly`)
+    await gitOk(home, ['-C', target, 'fsck', '--strict'])
+    t.equal((await gitOk(home, ['-C', target, 'rev-parse', 'HEAD'])).trim(), want, `${name}: the cached commit`)
+    t.match(r.stderr, /answered from the cache during an upstream outage/, `${name}: the progress line says so`)
+  }
+  const uncached = await git(home, ['clone', '-q', `ssh://git@127.0.0.1:${front.port}/other.git`, path.join(dir, 'other')], ssh)
+  t.not(uncached.code, 0, 'a repository the cache does not hold fails')
+  t.match(uncached.stderr, /unreachable/, `naming the outage: ${uncached.stderr.trim()}`)
+  await proxy.settled()
+  t.ok(proxy.logs.some((l) => l.msg === 'git request' && l['proto'] === 'ssh' && l['cache'] === 'stale'), 'log lines say cache: "stale"')
+
+  await cut.start()
+  await addCommitDirect(home, bare, 'main', 'after.txt', 1)
+  await proxy.proxy.store.clear()
+  const after = path.join(dir, 'after')
+  await until(async () => (await git(home, ['clone', '-q', url, after], ssh)).code === 0, 'a clone once the upstream is back')
+  t.equal((await gitOk(home, ['-C', after, 'rev-parse', 'HEAD'])).trim(), (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim(), 'the new commit')
 })
