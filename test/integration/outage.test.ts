@@ -233,3 +233,43 @@ void t.test('outage mode over SSH: v2 and v0 clones from the cache while the SSH
   await until(async () => (await git(home, ['clone', '-q', url, after], ssh)).code === 0, 'a clone once the upstream is back')
   t.equal((await gitOk(home, ['-C', after, 'rev-parse', 'HEAD'])).trim(), (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim(), 'the new commit')
 })
+
+void t.test('the upstream killed mid-burst and brought back: every clone succeeds or fails naming the cause', async (t) => {
+  const dir = t.testdir()
+  const home = gitHome(dir)
+  const root = path.join(dir, 'upstream')
+  const trace2 = path.join(dir, 'trace2')
+  const upstream = await upstreamOn(t, root, trace2)
+  const port = Number(new URL(upstream.url).port)
+  const bare = await createBareRepo(home, root, 'app.git', { commits: 6, fileSize: 20_000 })
+  const want = (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim()
+  const proxy = await startTestProxy(t, dir, upstream.url, { 'scm-cache.outage.enabled': 'true', 'upstream.connect-timeout': '2' })
+  const url = `${proxy.url}/app.git`
+  // Advertisements are kept per protocol version: warm both.
+  await gitOk(home, ['clone', '-q', url, path.join(dir, 'warm')])
+  await gitOk(home, ['-c', 'protocol.version=0', 'clone', '-q', url, path.join(dir, 'warm-v0')])
+  await proxy.proxy.store.idle()
+
+  const burst = Array.from({ length: 8 }, (_, i) => git(home, [...(i % 2 === 0 ? [] : ['-c', 'protocol.version=0']), 'clone', '-q', url, path.join(dir, `b${i}`)]))
+  await upstream.close()
+  const results = await Promise.all(burst)
+  let ok = 0
+  for (const [i, r] of results.entries()) {
+    if (r.code === 0) {
+      ok++
+      await gitOk(home, ['-C', path.join(dir, `b${i}`), 'fsck', '--strict'])
+      t.equal((await gitOk(home, ['-C', path.join(dir, `b${i}`), 'rev-parse', 'HEAD'])).trim(), want)
+    } else {
+      t.match(r.stderr, /unreachable|early EOF|RPC failed|unexpected disconnect/, `clone ${i} names the cause: ${r.stderr.trim()}`)
+    }
+  }
+  t.comment(`${ok} of 8 clones succeeded across the upstream's death`)
+  t.equal(ok, 8, 'every clone (all cached) goes on')
+
+  await upstreamOn(t, root, trace2, port)
+  const after = path.join(dir, 'after')
+  await addCommitDirect(home, bare, 'main', 'back.txt', 2)
+  await proxy.proxy.store.clear()
+  await until(async () => (await git(home, ['clone', '-q', url, after])).code === 0, 'a clone once the upstream is back', 15_000)
+  t.equal((await gitOk(home, ['-C', after, 'rev-parse', 'HEAD'])).trim(), (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim())
+})
