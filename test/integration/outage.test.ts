@@ -273,3 +273,31 @@ void t.test('the upstream killed mid-burst and brought back: every clone succeed
   await until(async () => (await git(home, ['clone', '-q', url, after])).code === 0, 'a clone once the upstream is back', 15_000)
   t.equal((await gitOk(home, ['-C', after, 'rev-parse', 'HEAD'])).trim(), (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim())
 })
+
+void t.test('outage mode with refs caching on: the last good copies are kept by the ref fills too', async (t) => {
+  const dir = t.testdir()
+  const home = gitHome(dir)
+  const root = path.join(dir, 'upstream')
+  const upstream = await upstreamOn(t, root, path.join(dir, 'trace2'))
+  const bare = await createBareRepo(home, root, 'app.git', { commits: 3 })
+  const want = (await gitOk(home, ['-C', bare, 'rev-parse', 'main'])).trim()
+  const proxy = await startTestProxy(t, dir, upstream.url, {
+    'scm-cache.outage.enabled': 'true',
+    'scm-cache.refs.enabled': 'true',
+    'scm-cache.refs.ttl': '1',
+    'upstream.connect-timeout': '2',
+  })
+  const url = `${proxy.url}/app.git`
+  for (const n of [1, 2]) await gitOk(home, ['clone', '-q', url, path.join(dir, `warm-${n}`)]) // the second from the ref cache
+  await proxy.proxy.store.idle()
+  await proxy.proxy.store.invalidateRepo('app.git', 'refs') // the ref entries are gone: only the last good copies remain
+  await upstream.close()
+  const target = path.join(dir, 'outage')
+  const r = await git(home, ['clone', '-q', url, target])
+  t.equal(r.code, 0, r.stderr)
+  await gitOk(home, ['-C', target, 'fsck', '--strict'])
+  t.equal((await gitOk(home, ['-C', target, 'rev-parse', 'HEAD'])).trim(), want)
+  await proxy.settled()
+  const during = gitRequestLines(proxy.logs).slice(-3)
+  t.same(during.map((l) => [l['cmd'], l['cache']]), [['advertisement', 'stale'], ['ls-refs', 'stale'], ['fetch', 'stale']], 'each step from the kept copies and the pack cache')
+})
