@@ -31,6 +31,8 @@ export interface AppDeps {
   metrics?: () => Promise<{ contentType: string; body: string }>
   /** `GET /readyz`: null when ready, else why not. */
   ready?: () => Promise<string | null>
+  /** Extra fields of the `/readyz` body (the upstream outage, DESIGN §3.10). */
+  readyDetails?: () => Record<string, unknown>
   /** Extra plugins (REST, metrics) registered before the Git catch-all. */
   register?: (app: FastifyInstance) => Promise<void>
   /** Certificate and key: the HTTP front speaks HTTPS (src/front/tls.ts). */
@@ -123,8 +125,9 @@ export async function buildApp(deps: AppDeps): Promise<BuiltApp> {
   app.get('/healthz', async () => ({ status: 'ok' }))
   app.get('/readyz', async (_req, reply) => {
     const problem = (await deps.ready?.()) ?? null
-    if (problem === null) return { status: 'ready' }
-    return reply.code(503).send({ status: 'not ready', reason: problem })
+    const details = deps.readyDetails?.() ?? {}
+    if (problem === null) return { status: 'ready', ...details }
+    return reply.code(503).send({ status: 'not ready', reason: problem, ...details })
   })
   const metrics = deps.metrics
   if (metrics !== undefined) {

@@ -41,10 +41,12 @@ export const ERRORS = {
   ERR_UPSTREAM_REFUSED: entry(401, true, "the upstream refused the client's credential (its answer is relayed)"),
   ERR_UPSTREAM_SSH: entry(502, true, 'the SSH upstream failed (its exit status and stderr are in the message)'),
   ERR_UPSTREAM_SSH_HOSTKEY: entry(502, true, "the SSH upstream's host key is unknown or changed"),
+  ERR_UPSTREAM_OUTAGE: entry(503, true, 'the upstream is unreachable and the cache cannot answer this request (outage mode)'),
   ERR_UPSTREAM_CLOSED: entry(502, true, 'the SSH upstream is shut down'),
 
   ERR_CACHE_BUSY: entry(503, true, 'too many fills waiting, or request bodies held: retry later'),
   ERR_CACHE_FILL_FAILED: entry(500, false, 'a cache fill failed (the cause says why)'),
+  ERR_CACHE_WRITE_FAILED: entry(500, false, 'a write of a cache file failed mid-fill (the fill relays from memory, not cached)'),
   ERR_CACHE_READ_FAILED: entry(500, false, 'reading a cache file failed'),
   ERR_CACHE_ENTRY_TRUNCATED: entry(500, false, 'a cache file is shorter than its entry'),
   ERR_CACHE_ENTRY_CORRUPT: entry(500, false, 'a cache file that is not a whole entry'),

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { DiskGuard } from './cache/disk-guard.js'
+import type { Outage } from './service/outage.js'
 import type { FillLimiter } from './cache/fill-limiter.js'
 import type { CacheStoreApi, KindStats } from './cache/store-api.js'
 
@@ -17,7 +18,7 @@ export interface MetricsSources {
 export interface RequestObservation {
   proto: string
   cmd: string
-  cache: 'hit' | 'miss' | 'join' | 'bypass'
+  cache: 'hit' | 'miss' | 'join' | 'bypass' | 'stale'
   status: number
   bytes: number
 }
@@ -27,12 +28,15 @@ export class Metrics {
   readonly #requests: Counter<'proto' | 'cmd' | 'cache'>
   readonly #bytes: Counter<'source'>
   readonly #upstream: Histogram<'method' | 'status'>
+  readonly #outageAnswers: Counter
   #src: MetricsSources | undefined
+  #outage: Outage | undefined
 
   /** Sources are attached once they exist (`attach`); until then their metrics are absent. */
   constructor() {
     const r = this.registry
     const sources = (): MetricsSources | undefined => this.#src
+    const outageOf = (): Outage | undefined => this.#outage
     this.#requests = new Counter({
       name: 'scm_cache_git_requests_total',
       help: 'Git requests by front, command and cache result (hit, miss, join, bypass)',
@@ -44,6 +48,20 @@ export class Metrics {
       help: 'Response bytes sent to Git clients: by the cache (hits, and joins of a fill in flight) or straight from the upstream (misses, pass-through)',
       labelNames: ['source'],
       registers: [r],
+    })
+    this.#outageAnswers = new Counter({
+      name: 'scm_cache_outage_answers_total',
+      help: 'Git requests answered from the cache while the upstream was unreachable (outage mode)',
+      registers: [r],
+    })
+    new Gauge({
+      name: 'scm_cache_upstream_reachable',
+      help: '1 while the upstream answers, 0 during an outage (DESIGN §3.10)',
+      registers: [r],
+      collect() {
+        const outage = outageOf()
+        if (outage !== undefined) this.set(outage.status().upstreamReachable ? 1 : 0)
+      },
     })
     this.#upstream = new Histogram({
       name: 'scm_cache_upstream_response_seconds',
@@ -127,9 +145,15 @@ export class Metrics {
     this.#src = src
   }
 
+  /** The upstream's reachability, as `scm_cache_upstream_reachable`. */
+  attachOutage(outage: Outage): void {
+    this.#outage = outage
+  }
+
   observeRequest(o: RequestObservation): void {
     this.#requests.inc({ proto: o.proto, cmd: o.cmd, cache: o.cache })
-    if (o.bytes > 0) this.#bytes.inc({ source: o.cache === 'hit' || o.cache === 'join' ? 'cache' : 'upstream' }, o.bytes)
+    if (o.cache === 'stale') this.#outageAnswers.inc()
+    if (o.bytes > 0) this.#bytes.inc({ source: o.cache === 'hit' || o.cache === 'join' || o.cache === 'stale' ? 'cache' : 'upstream' }, o.bytes)
   }
 
   observeUpstream(method: string, status: number, seconds: number): void {

@@ -28,6 +28,9 @@ import { UploadPackService } from './service/upload-pack.js'
 import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './settings.js'
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
+import { CacheError } from './errors.js'
+import { LastGood } from './cache/last-good.js'
+import { Outage } from './service/outage.js'
 import { Metrics } from './metrics.js'
 import type { SshFront } from './front/ssh.js'
 import { readCaFile, readTlsFiles, reloadTls } from './front/tls.js'
@@ -101,6 +104,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const metrics = new Metrics()
   const upstream = new HttpUpstream({
     baseUrl: upstreamUrl,
+    connectTimeoutMs: config.upstream.connectTimeout * 1000,
     ...(ca === undefined ? {} : { ca }),
     observe: (method, status, seconds) => {
       metrics.observeUpstream(method, status, seconds)
@@ -125,6 +129,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     now,
     onFillError: (err) => {
       if (DiskGuard.isNoSpace(err)) disk.reportNoSpace()
+      else if (err instanceof CacheError && err.code === 'ERR_CACHE_WRITE_FAILED') disk.reportWriteFailure(err)
     },
   })
   let store: CacheStoreApi = diskStore
@@ -156,7 +161,21 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   })
   const invalidation = new Invalidation(store)
   const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
+  const lastGood = new LastGood(config.cacheDir, log.child({ component: 'last-good' }))
+  await lastGood.init().catch((err: unknown) => {
+    log.warn({ err }, 'cannot keep last good advertisements: outage mode has nothing to answer with')
+  })
+  const outage = new Outage({
+    enabled: config.cache.outageEnabled,
+    outageTtlMs: config.authOutageTtl * 1000,
+    lastGood,
+    now,
+    upstreamName: upstreamUrl.origin,
+    log: log.child({ component: 'outage' }),
+  })
+  metrics.attachOutage(outage)
   const git = new HttpGitService({
+    outage,
     uploadPack,
     refs,
     access,
@@ -195,7 +214,8 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
       metrics.observeRequest(o)
     },
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir)),
+    ready: async () => drain.problem() ?? (await readiness(upstream, config.cacheDir, outage)),
+    readyDetails: () => ({ outage: outage.status() }),
     ...(tls === undefined ? {} : { tls }),
     trustedProxies: new TrustedProxies(config.proxy.trustedProxies),
     register: async (app) => {
@@ -216,6 +236,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         disk,
         config,
         persistence,
+        outage: () => outage.status(),
         log: log.child({ component: 'rest' }),
       })
       // --- end REST API ---
@@ -254,11 +275,21 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         authorizedKeysFile: config.proxy.sshAuthorizedKeys,
         pathPrefix: config.upstream.pathPrefix,
         allowPush: config.proxy.sshAllowPush,
+        // Its own reachability (the SSH upstream is another service); the same last good copies.
+        outage: new Outage({
+          enabled: config.cache.outageEnabled,
+          outageTtlMs: config.authOutageTtl * 1000,
+          lastGood,
+          now,
+          upstreamName: `${config.upstream.sshUrl.protocol}//${config.upstream.sshUrl.host}`,
+          log: log.child({ component: 'outage', front: 'SSH' }),
+        }),
         upstream: new SshGit(
           new SshUpstream({
             url: config.upstream.sshUrl,
             keyFile: config.upstream.sshKey,
             knownHostsFile: config.upstream.sshKnownHosts,
+            connectTimeoutMs: config.upstream.connectTimeout * 1000,
             log: log.child({ component: 'ssh-upstream' }),
           }),
         ),
@@ -308,8 +339,13 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
 }
 
 /** `GET /readyz`: the upstream answers and the cache directory is writable. */
-async function readiness(upstream: HttpUpstream, cacheDir: string): Promise<string | null> {
-  if (!(await upstream.ping())) return `upstream ${upstream.baseUrl.origin} is not reachable`
+async function readiness(upstream: HttpUpstream, cacheDir: string, outage: Outage): Promise<string | null> {
+  if (!(await upstream.ping())) {
+    const why = `upstream ${upstream.baseUrl.origin} is not reachable`
+    // Outage mode (DESIGN §3.10): a node that answers from its cache stays ready.
+    if (!outage.enabled) return why
+    outage.down(why)
+  }
   try {
     await access(cacheDir, constants.W_OK)
   } catch {

@@ -13,12 +13,13 @@ const sources = (dir) =>
 const requestPath = ['src/service', 'src/front', 'src/upstream', 'src/io'].flatMap(sources)
 
 // The store's suites drive its parts through its facade (src/cache/store.ts).
-const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', 'hot-bodies', 'figures', 'recovery', 'entry-reader', 'body'].map(
+const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', 'hot-bodies', 'figures', 'recovery', 'entry-reader', 'body', 'fill-relay'].map(
   (name) => `src/cache/${name}.ts`,
 )
 
 export default (testFile) => {
   if (/^test\/unit\/cache\/store(?:-[a-z]+)?\.test\.ts$/.test(testFile)) return storeParts
+  if (testFile === 'test/unit/service/outage.test.ts') return ['src/service/outage.ts', 'src/service/outage-progress.ts', 'src/cache/last-good.ts']
   const unit = /^test\/unit\/(.+?)(?:\.[a-z-]+)?\.test\.ts$/.exec(testFile)
   if (unit !== null) return [`src/${unit[1]}.ts`]
   if (testFile.startsWith('test/integration/')) return requestPath

@@ -14,8 +14,12 @@ import { LRUCache } from 'lru-cache'
 
 export class AuthMemo {
   readonly #secret = randomBytes(32).toString('hex')
-  /** credential id -> epoch ms (on the injected clock) at which the acceptance runs out */
-  readonly #accepted: LRUCache<string, number>
+  /**
+   * credential id -> epoch ms (on the injected clock) at which the
+   * acceptance runs out, and at which it was made (outage mode counts from
+   * there, beyond the TTL: `acceptedWithin`)
+   */
+  readonly #accepted: LRUCache<string, { until: number; at: number }>
   readonly #ttlMs: number
   readonly #now: () => number
   readonly #pending = new Map<string, Promise<void>>()
@@ -23,12 +27,22 @@ export class AuthMemo {
   constructor(opts: { ttlMs: number; max?: number; now?: () => number }) {
     this.#now = opts.now ?? Date.now
     this.#ttlMs = opts.ttlMs
-    this.#accepted = new LRUCache<string, number>({ max: opts.max ?? 100_000 })
+    this.#accepted = new LRUCache<string, { until: number; at: number }>({ max: opts.max ?? 100_000 })
   }
 
   /** Record that the upstream answered this credential with success for `repo`. */
   accept(repo: string, credential: string, ttlMs?: number): void {
-    this.#accepted.set(this.#id(repo, credential), this.#now() + (ttlMs ?? this.#ttlMs))
+    const now = this.#now()
+    this.#accepted.set(this.#id(repo, credential), { until: now + (ttlMs ?? this.#ttlMs), at: now })
+  }
+
+  /**
+   * True while the last acceptance on record is younger than `windowMs`,
+   * whatever the TTL (outage mode, DESIGN §3.10). A refusal forgets it.
+   */
+  acceptedWithin(repo: string, credential: string, windowMs: number): boolean {
+    const rec = this.#accepted.get(this.#id(repo, credential))
+    return rec !== undefined && this.#now() < rec.at + windowMs
   }
 
   /** True while an acceptance younger than the TTL is on record. */
@@ -79,13 +93,13 @@ export class AuthMemo {
     this.#accepted.clear()
   }
 
-  /** An acceptance on record that has not run out; one that has is dropped. */
+  /**
+   * An acceptance on record that has not run out. One that has stays on
+   * record (for `acceptedWithin`) until the LRU bound drops it.
+   */
   #live(id: string): boolean {
-    const until = this.#accepted.get(id)
-    if (until === undefined) return false
-    if (this.#now() < until) return true
-    this.#accepted.delete(id)
-    return false
+    const rec = this.#accepted.get(id)
+    return rec !== undefined && this.#now() < rec.until
   }
 
   #id(repo: string, credential: string): string {

@@ -33,6 +33,8 @@ export interface DiskGuardOptions {
   log: Log
   /** Free bytes under `dir` for an unprivileged writer. Injectable for tests; defaults to statfs(2). */
   freeBytes?: (dir: string) => Promise<number>
+  /** Size of the file system holding `dir`. Injectable for tests; defaults to statfs(2). */
+  totalBytes?: (dir: string) => Promise<number>
   now?: () => number
 }
 
@@ -44,6 +46,8 @@ const MIN_RECHECK_MS = 1000
  * zero minimum, resuming at the first free byte would fail the next fill too.
  */
 const NO_SPACE_RESUME_FLOOR = 64 * 1024 * 1024
+/** ... but never more than this share of the file system (a 64 MiB one would never resume). */
+const NO_SPACE_RESUME_SHARE = 0.5
 
 export class DiskGuard {
   readonly #o: Required<Omit<DiskGuardOptions, 'log'>> & { log: Log }
@@ -56,12 +60,18 @@ export class DiskGuard {
   #checkedAt: number | null = null
   #timer: NodeJS.Timeout | undefined
   #inflight: Promise<void> | undefined
+  /** set by reportWriteFailure(): no resume before this (epoch ms) */
+  #failedUntil: number | null = null
 
   constructor(opts: DiskGuardOptions) {
     this.#o = {
       freeBytes: async (dir) => {
         const fs = await statfs(dir)
         return fs.bavail * fs.bsize
+      },
+      totalBytes: async (dir) => {
+        const fs = await statfs(dir)
+        return fs.blocks * fs.bsize
       },
       now: Date.now,
       ...opts,
@@ -93,6 +103,17 @@ export class DiskGuard {
     this.#resumeAt = Math.max(this.#o.minimumFreeSpace * (1 + HYSTERESIS), NO_SPACE_RESUME_FLOOR)
     if (!this.#paused) this.#setPaused(true, 'the cache disk is full (a write failed: no space left on device)')
     void this.check() // never rejects
+  }
+
+  /**
+   * A write failed for another reason (EIO, the directory vanished): pause
+   * at once; the next check that finds enough free space after one check
+   * interval resumes.
+   */
+  reportWriteFailure(err: unknown): void {
+    this.#failedUntil = this.#o.now() + this.#o.intervalMs
+    const why = err instanceof Error ? err.message : String(err)
+    if (!this.#paused) this.#setPaused(true, `a cache write failed: ${why}`)
   }
 
   /** The cache directory is unusable (say, not writable at start-up): never admit, and say why. */
@@ -138,15 +159,31 @@ export class DiskGuard {
       return
     }
     this.#free = free
-    this.#checkedAt = this.#o.now()
+    const now = this.#o.now()
+    this.#checkedAt = now
+    const failing = this.#failedUntil !== null && now < this.#failedUntil
     if (!this.#paused && free < min) {
       this.#setPaused(true, `free disk space ${gib(free)} is below the minimum ${gib(min)}`)
-    } else if (this.#paused && this.#disabled === null && free >= (this.#resumeAt ?? min * (1 + HYSTERESIS))) {
+    } else if (this.#paused && this.#disabled === null && !failing && free >= (await this.#resumeFloor())) {
       this.#resumeAt = null
+      this.#failedUntil = null
       this.#setPaused(false, null)
     } else if (this.#paused && this.#disabled === null && free < min) {
       this.#reason = `free disk space ${gib(free)} is below the minimum ${gib(min)}`
     }
+  }
+
+  /** Free bytes needed to resume: after ENOSPC, the floor, capped at a share of the file system. */
+  async #resumeFloor(): Promise<number> {
+    const normal = this.#o.minimumFreeSpace * (1 + HYSTERESIS)
+    if (this.#resumeAt === null) return normal
+    let total = Infinity
+    try {
+      total = await this.#o.totalBytes(this.#o.dir)
+    } catch {
+      // unknown size: keep the floor
+    }
+    return Math.max(normal, Math.min(this.#resumeAt, total * NO_SPACE_RESUME_SHARE))
   }
 
   #setPaused(paused: boolean, reason: string | null): void {

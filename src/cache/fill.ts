@@ -36,6 +36,17 @@
  * reads up to the byte count the sink has confirmed written, and are woken
  * by a progress notification when they catch up.
  *
+ * A write that fails mid-fill (ENOSPC, EDQUOT, EIO, the directory gone)
+ * does not fail the readers (DESIGN §3.5): the fill becomes a relay
+ * (fill-relay.ts). It leaves the single-flight map (later requests go
+ * around it), its temp file is unlinked at once (the shared fd stays open),
+ * readers read the bytes below the failure point from the file and the
+ * rest from a few chunks in memory, and from then on the producer is paced
+ * by the slowest reader. It is never committed; the store is told with an
+ * `ERR_CACHE_WRITE_FAILED` (the disk guard pauses caching). A relay whose
+ * readers have all gone is failed and its producer aborted: with nobody to
+ * relay to and nothing to store, reading on would be wasted upstream work.
+ *
  * Readers end after the commit (trailer, fsync, rename, directory fsync,
  * index) or the discard of a doomed fill is done, so once a miss or join
  * body has ended, the next `open()` is a hit. The price: the last bytes'
@@ -64,6 +75,7 @@ import { appendTrailer, entryPath, publishFile, tmpPath, unlinkQuiet } from './e
 import type { EntryFile, EntryKind, EntryMeta } from './entry-file.js'
 import { indexRecord, type EntryIndex } from './entry-index.js'
 import { EntryReader } from './entry-reader.js'
+import { FillRelay } from './fill-relay.js'
 import type { FillOutcome, Produce } from './store-api.js'
 
 export interface FillRequest {
@@ -99,23 +111,42 @@ export interface Fill {
   cleanup: Promise<void> | undefined
   /** the whole fill, produce() included; never rejects */
   task: Promise<void>
+  /** set when a write failed: the rest of the body goes to the readers from memory (fill-relay.ts) */
+  relay: FillRelay | undefined
+  /** each reader's next read position (the relay drops what all have read) */
+  positions: Map<EntryReader, number>
 }
 
-/** Writes the fill's body into its temp file; each write completes before the next. */
+/**
+ * Writes the fill's body into its temp file; each write completes before
+ * the next. Once a write failed, the rest goes to the fill's relay instead
+ * (`onWriteFailed` sets it up), which calls back only when it has room.
+ */
 class FillSink extends Writable {
   readonly #fill: Fill
   readonly #file: EntryFile
   readonly #onProgress: () => void
+  readonly #onWriteFailed: (err: unknown) => FillRelay | undefined
 
-  constructor(fill: Fill, file: EntryFile, onProgress: () => void) {
+  constructor(
+    fill: Fill,
+    file: EntryFile,
+    onProgress: () => void,
+    onWriteFailed: (err: unknown) => FillRelay | undefined,
+  ) {
     super({ highWaterMark: 64 * 1024 })
     this.#fill = fill
     this.#file = file
     this.#onProgress = onProgress
+    this.#onWriteFailed = onWriteFailed
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     const fill = this.#fill
+    if (fill.relay !== undefined) {
+      this.#relay(fill.relay, chunk, callback)
+      return
+    }
     this.#file.write(chunk, fill.written).then(
       () => {
         fill.hash.update(chunk)
@@ -124,9 +155,18 @@ class FillSink extends Writable {
         callback()
       },
       (err: unknown) => {
-        callback(toError(err))
+        const relay = this.#onWriteFailed(err)
+        if (relay === undefined) callback(toError(err))
+        else this.#relay(relay, chunk, callback)
       },
     )
+  }
+
+  #relay(relay: FillRelay, chunk: Buffer, callback: (error?: Error | null) => void): void {
+    relay.push(chunk, () => {
+      callback()
+    })
+    this.#onProgress()
   }
 }
 
@@ -190,6 +230,8 @@ export class Fills {
       fileClose: undefined,
       cleanup: undefined,
       task: Promise.resolve(),
+      relay: undefined,
+      positions: new Map(),
     }
     this.#joinable.set(fill.key, fill)
     this.#running.add(fill)
@@ -202,14 +244,30 @@ export class Fills {
   join(fill: Fill): EntryReader {
     const reader: EntryReader = new EntryReader({
       read: async (buf, position) => {
-        // Readers only read below `written`, and the file is open before anything is written.
+        // Readers only read below `available()`, and the file is open before anything is written.
         if (fill.file === undefined) throw new CacheError('ERR_CACHE_READ_FAILED', 'fill file not open')
-        return fill.file.read(buf, position)
+        const relay = fill.relay
+        let got: number
+        if (relay !== undefined && position >= relay.base) {
+          got = relay.read(buf, position)
+        } else {
+          // Below the failure point (if any) the file holds the bytes; beyond it, garbage of the failed write.
+          const end = relay?.base ?? fill.written
+          got = await fill.file.read(buf.subarray(0, Math.min(buf.length, end - position)), position)
+        }
+        fill.positions.set(reader, position + got)
+        this.#releaseRelay(fill)
+        return got
       },
-      available: () => fill.written,
+      available: () => fill.relay?.end ?? fill.written,
       complete: () => fill.state === 'done',
       release: async () => {
         fill.readers.delete(reader)
+        fill.positions.delete(reader)
+        if (fill.relay !== undefined && fill.state === 'writing') {
+          if (fill.readers.size === 0) this.#fail(fill, 'every reader left a fill that could not be cached', undefined)
+          else this.#releaseRelay(fill)
+        }
         await this.#closeFileIfUnused(fill)
       },
     })
@@ -256,6 +314,43 @@ export class Fills {
     for (const reader of fill.readers) reader.notify()
   }
 
+  /** Lets the relay drop what every reader has read. */
+  #releaseRelay(fill: Fill): void {
+    const relay = fill.relay
+    if (relay === undefined) return
+    let slowest = Infinity
+    for (const r of fill.readers) slowest = Math.min(slowest, fill.positions.get(r) ?? 0)
+    relay.release(slowest)
+  }
+
+  /**
+   * A write of the temp file failed mid-fill (DESIGN §3.5): the fill goes
+   * on as a relay from memory. Nobody new joins it, it is never committed,
+   * its temp file goes now (the shared fd stays open for the readers), and
+   * the store is told (the disk guard pauses caching). Returns the relay,
+   * or undefined when the fill is not writing any more.
+   */
+  #startRelay(fill: Fill, cause: unknown): FillRelay | undefined {
+    if (fill.state !== 'writing') return undefined
+    if (fill.relay !== undefined) return fill.relay
+    const relay = new FillRelay(fill.written)
+    fill.relay = relay
+    this.#leaveMap(fill)
+    const err = new CacheError(
+      'ERR_CACHE_WRITE_FAILED',
+      `writing the cache file failed at ${fill.written} bytes: ${toError(cause).message}`,
+      { cause },
+    )
+    this.#o.log.warn(
+      { key: fill.key, repo: fill.repo, kind: fill.kind, readers: fill.readers.size, err },
+      'cache write failed mid-fill: relaying the rest from memory, not cached',
+    )
+    fill.cleanup = unlinkQuiet(fill.tmp, this.#o.log)
+    this.#o.onFillError(err)
+    if (fill.readers.size === 0) this.#fail(fill, 'no reader left for a fill that cannot be cached', undefined)
+    return fill.relay
+  }
+
   /** The whole life of a fill. Never rejects. */
   async #run(fill: Fill, produce: Produce): Promise<void> {
     try {
@@ -286,9 +381,14 @@ export class Fills {
       await unlinkQuiet(fill.tmp, this.#o.log)
       return
     }
-    const sink = new FillSink(fill, file, () => {
-      this.#notify(fill)
-    })
+    const sink = new FillSink(
+      fill,
+      file,
+      () => {
+        this.#notify(fill)
+      },
+      (err) => this.#startRelay(fill, err),
+    )
     fill.sink = sink
     sink.on('error', (err) => {
       this.#fail(fill, `writing the cache file failed: ${err.message}`, err)
@@ -348,6 +448,13 @@ export class Fills {
     }
     const { index } = this.#o
     const log = this.#o.log.child({ key: fill.key, repo: fill.repo, kind: fill.kind })
+    if (fill.relay !== undefined) {
+      // The readers have the rest in memory; the temp file is gone already.
+      log.info({ bytes: fill.relay.end, peakHeld: fill.relay.peak }, 'fill relayed to its readers: not cached')
+      fill.state = 'done'
+      this.#notify(fill)
+      return
+    }
     let committed = false
     try {
       if (fill.doomed) {
@@ -411,14 +518,19 @@ export class Fills {
     this.#leaveMap(fill)
     const err = new CacheError('ERR_CACHE_FILL_FAILED', `cache fill failed: ${reason}`, { cause })
     for (const reader of fill.readers) reader.destroy(err)
+    fill.relay?.clear()
     fill.sink?.destroy()
+    if (fill.relay !== undefined) fill.abort.abort(err) // the producer may be waiting for room in the relay
     fill.writerDone = true
+    const before = fill.cleanup
     fill.cleanup = (async () => {
+      await before
       await unlinkQuiet(fill.tmp, this.#o.log)
       await this.#closeFileIfUnused(fill)
     })()
     this.#o.log.warn({ key: fill.key, repo: fill.repo, kind: fill.kind, err }, 'cache fill failed')
-    this.#o.onFillError(cause ?? err)
+    // A relayed fill reported its write failure already.
+    if (fill.relay === undefined) this.#o.onFillError(cause ?? err)
   }
 
   async #closeFileIfUnused(fill: Fill): Promise<void> {

@@ -298,6 +298,24 @@ export const KEY_SPECS = Object.freeze([
     default: '10',
     description: 'Seconds a node keeps serving after SIGTERM with /readyz failing, before it stops accepting.',
   }),
+  required('upstream.connect-timeout', {
+    at: 'upstream.connectTimeout',
+    validator: v.seconds,
+    default: '10',
+    description: 'Seconds to connect to the upstream and receive its response headers (over SSH: its first answer) before it counts as unreachable.',
+  }),
+  required('scm-cache.outage.enabled', {
+    at: 'cache.outageEnabled',
+    validator: v.boolean,
+    default: 'false',
+    description: 'Answer from the cache while the upstream is unreachable: credentials accepted within auth.outage-ttl get the last good advertisement and cached packs.',
+  }),
+  required('auth.outage-ttl', {
+    at: 'authOutageTtl',
+    validator: v.seconds,
+    default: '3600',
+    description: 'Seconds an accepted credential still counts for a repository while the upstream is unreachable (outage mode).',
+  }),
 ])
 
 /** A key of the table, as its type: `Spec['key']` is the union of the key names. */

@@ -33,7 +33,7 @@ export interface GitHttpOptions {
 
 /** What one Git request did: the fields of its log line (DESIGN §9). */
 export interface GitRequestOutcome {
-  cache: 'hit' | 'miss' | 'join' | 'bypass'
+  cache: 'hit' | 'miss' | 'join' | 'bypass' | 'stale'
   cmd: string
   status: number
   bytes: number
@@ -187,7 +187,7 @@ export class GitHttpFront {
         outcome.bytes = await streamResponse(res, answer.status, answer.headers, answer.body, signal)
         return
       case 'cached': {
-        outcome.cache = answer.how
+        outcome.cache = answer.cache === 'stale' ? 'stale' : answer.how
         outcome.status = 200
         const whole = answer.body.whole()
         if (whole !== null) {

@@ -63,6 +63,8 @@ import type { Invalidation } from '../service/invalidation.js'
 import type { SshService } from './ssh-command.js'
 import { firstByte } from '../io/first-byte.js'
 import { concatFrames, MAX_SECTION, PktReader, send } from '../io/pkt-reader.js'
+import { Outage } from '../service/outage.js'
+import { keptBody, progressMarker, withOutageProgress } from '../service/outage-progress.js'
 
 
 const DONE = Buffer.from('0009done\n')
@@ -77,6 +79,8 @@ export interface GitSessionDeps {
   access: Access
   allowPush: boolean
   log: Log
+  /** Outage mode (service/outage.ts); absent: none. */
+  outage?: Outage
 }
 
 export interface GitExec {
@@ -93,7 +97,7 @@ export interface GitExec {
 export interface SessionOutcome {
   cmd: string
   version: 0 | 1 | 2
-  cache: 'hit' | 'miss' | 'join' | 'bypass'
+  cache: 'hit' | 'miss' | 'join' | 'bypass' | 'stale'
   status: number
   bytes: number
 }
@@ -121,6 +125,8 @@ class GitSession {
   #relayStderr = true
   #finished = false
   #outcome: SessionOutcome
+  /** The upstream is unreachable and this session is answered from the cache (outage mode). */
+  #stale: Outage | null = null
 
   constructor(deps: GitSessionDeps, exec: GitExec, onCommand: (o: SessionOutcome) => void) {
     this.#d = deps
@@ -187,7 +193,7 @@ class GitSession {
   // ---- upload-pack ---------------------------------------------------------
 
   async #uploadPack(): Promise<void> {
-    const adv = (await this.#cachedAdvertisement()) ?? (await this.#liveAdvertisement())
+    const adv = (await this.#outageAdvertisement(null)) ?? (await this.#cachedAdvertisement()) ?? (await this.#liveOrOutage())
     if (adv === null) return // the upstream refused; the session is finished
     const version = advertisedVersion(adv)
     this.#outcome.version = version
@@ -270,6 +276,54 @@ class GitSession {
     }
   }
 
+  // ---- outage mode (DESIGN §3.10) ------------------------------------------
+
+  /** The live advertisement; an unreachable upstream in outage mode answers from the last good one. */
+  async #liveOrOutage(): Promise<Buffer | null> {
+    try {
+      const adv = await this.#liveAdvertisement()
+      this.#d.outage?.up()
+      return adv
+    } catch (err) {
+      const outage = this.#d.outage
+      if (outage === undefined || !Outage.isUnreachable(err)) throw err
+      outage.down(toError(err).message)
+      if (!outage.enabled) throw err
+      const adv = await this.#outageAdvertisement(err)
+      if (adv === null) throw outage.error('this request')
+      return adv
+    }
+  }
+
+  /**
+   * With outage mode on and the upstream unreachable (`cause`, or
+   * remembered down when null): the last good advertisement, when the
+   * proxy's upstream key read the repository within auth.outage-ttl (the
+   * client's key was checked locally). The session is then answered from
+   * the cache only. Null: not in an outage (cause null), or nothing kept.
+   */
+  async #outageAdvertisement(cause: unknown): Promise<Buffer | null> {
+    const { outage, access, refs } = this.#d
+    if (outage === undefined || !outage.enabled) return null
+    if (cause === null && !outage.remembersDown()) return null
+    const { repo } = this.#x
+    if (!access.acceptedForOutage(repo, SSH_UPSTREAM_KEY, 'ssh', outage.outageTtlMs)) throw outage.error('this request')
+    const adv = await outage.lastGood.load(repo, refs.keys.ssh(repo, this.#requested))
+    if (adv === null) throw outage.error('this advertisement')
+    this.#stale = outage
+    this.#stale.countAnswer()
+    this.#outcome.cache = 'stale'
+    this.#d.log.info({ repo }, 'answered from the cache during an upstream outage')
+    return adv
+  }
+
+  /** Keeps a live advertisement as the last good one (outage mode). */
+  #keepAdvertisement(adv: Buffer): void {
+    const { outage, refs } = this.#d
+    if (outage === undefined) return
+    void outage.lastGood.save(this.#x.repo, refs.keys.ssh(this.#x.repo, this.#requested), adv) // never rejects
+  }
+
   /** A ref-cache fill: the upstream's advertisement (the proxy key's access check), filtered. */
   async #fetchAdvertisement(signal: AbortSignal): Promise<Readable> {
     const { upstream, access } = this.#d
@@ -281,7 +335,9 @@ class GitSession {
       throw err
     }
     access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
-    return Readable.from([await filterSshAdvertisement(adv)])
+    const filtered = await filterSshAdvertisement(adv)
+    this.#keepAdvertisement(filtered)
+    return Readable.from([filtered])
   }
 
   async #v0Conversation(version: 0 | 1): Promise<void> {
@@ -388,7 +444,7 @@ class GitSession {
       else if (parsed !== null && command === 'ls-refs') answer = await this.#serveLsRefs(request, parsed)
       if (answer !== null) {
         await this.#streamBody(answer.body)
-      } else if (!(await this.#forwardV2(request))) {
+      } else if (!(await this.#forwardV2(request, parsed !== null && command === 'ls-refs' ? this.#lsRefsKey(parsed) : null))) {
         return
       }
       this.#onCommand(this.#outcome)
@@ -399,11 +455,12 @@ class GitSession {
   }
 
   /** One v2 command through session A, its answer relayed up to its flush. False if the upstream ended the session. */
-  async #forwardV2(request: Buffer): Promise<boolean> {
+  async #forwardV2(request: Buffer, keepAs: string | null = null): Promise<boolean> {
     const up = await this.#ensureUp()
     if (up === null) return false
     const reader = this.#upstreamReader()
     await send(up.channel, request, this.#signal)
+    const kept: Buffer[] = []
     for (;;) {
       const frame = await reader.next()
       if (frame === null) {
@@ -413,8 +470,19 @@ class GitSession {
         return false
       }
       await this.#write(frame.raw)
-      if (frame.length === 0) return true
+      if (keepAs !== null) kept.push(frame.raw)
+      if (frame.length === 0) {
+        // A whole ls-refs answer: the last good one for outage mode.
+        if (keepAs !== null && this.#d.outage !== undefined) void this.#d.outage.lastGood.save(this.#x.repo, keepAs, Buffer.concat(kept))
+        return true
+      }
     }
+  }
+
+  /** The ref cache's key of an ls-refs request (shared with HTTP), or null when it has none. */
+  #lsRefsKey(cmd: CommandRequestV2): string | null {
+    const decision = this.#d.refs.lsRefsDecision(this.#x.repo, cmd.capabilities, cmd.args)
+    return decision.cacheable ? decision.key : null
   }
 
   // ---- the cache -----------------------------------------------------------
@@ -427,6 +495,7 @@ class GitSession {
     // globs before the session started; the proxy's upstream key must have
     // read this repository within auth.ttl (this session's own
     // advertisement recorded it). Unknown: the live upstream answers.
+    if (this.#stale !== null) return this.#serveStale(version, body, this.#stale)
     if (!access.isAccepted(repo, SSH_UPSTREAM_KEY, 'ssh')) return null
     let answer: UploadPackAnswer
     try {
@@ -449,6 +518,36 @@ class GitSession {
     return null
   }
 
+  /** A pack from the cache during an outage; anything the cache does not hold gets the outage error. */
+  async #serveStale(version: 0 | 1 | 2, body: Buffer, outage: Outage): Promise<Extract<UploadPackAnswer, { kind: 'body' }>> {
+    let answer: UploadPackAnswer
+    try {
+      answer = await this.#d.uploadPack.serve({
+        repo: this.#x.repo,
+        version,
+        body,
+        front: 'SSH',
+        fetchUpstream: () => Promise.reject(outage.error('this pack')),
+      })
+    } catch (err) {
+      if (err instanceof ProtocolError) throw outage.error('this request')
+      throw err
+    }
+    if (answer.kind === 'pass' || answer.how === 'miss') {
+      if (answer.kind === 'body') answer.body.stream.destroy()
+      throw outage.error('this pack')
+    }
+    const err = await firstByte(answer.body.stream)
+    if (err !== null) {
+      answer.body.stream.destroy()
+      throw outage.error('this pack')
+    }
+    outage.countAnswer()
+    this.#outcome.cache = 'stale'
+    const marker = progressMarker(version, body)
+    return marker === null ? answer : { ...answer, body: withOutageProgress(answer.body, marker) }
+  }
+
   /**
    * A v2 `ls-refs` from the ref cache, or null when it must go to session A.
    * The key is HTTP's: upload-pack writes the same answer bytes whether it
@@ -458,6 +557,14 @@ class GitSession {
   async #serveLsRefs(request: Buffer, cmd: CommandRequestV2): Promise<{ body: CacheBody } | null> {
     const { refs, access, log } = this.#d
     const { repo } = this.#x
+    if (this.#stale !== null) {
+      const decision = refs.lsRefsDecision(repo, cmd.capabilities, cmd.args)
+      const kept = decision.cacheable ? await this.#stale.lastGood.load(repo, decision.key) : null
+      if (kept === null) throw this.#stale.error('this ls-refs request')
+      this.#stale.countAnswer()
+      this.#outcome.cache = 'stale'
+      return { body: keptBody(kept) }
+    }
     if (!refs.enabledFor('SSH')) return null
     const decision = refs.lsRefsDecision(repo, cmd.capabilities, cmd.args)
     // Unknown access (auth.ttl ran out during a long session): session A's
@@ -561,6 +668,8 @@ class GitSession {
    */
   async #ensureUp(): Promise<UpstreamExec | null> {
     if (this.#up !== null) return this.#up
+    // Answered from the cache during an outage: what needs the upstream cannot be answered.
+    if (this.#stale !== null) throw this.#stale.error('this request')
     const up = await this.#openUpstream('git-upload-pack', this.#protocolEnv())
     const adv = await this.#upstreamReader()
       .untilFlush()
@@ -574,6 +683,7 @@ class GitSession {
     }
     this.#d.access.accept(this.#x.repo, SSH_UPSTREAM_KEY, 'ssh')
     this.#liveFiltered = await filterSshAdvertisement(concatFrames(adv))
+    this.#keepAdvertisement(this.#liveFiltered)
     if (this.#cachedSent !== null && refLines(this.#cachedSent) !== refLines(this.#liveFiltered)) {
       // The upstream's refs moved since the cached advertisement (a push
       // that bypassed the proxy): this client carries on with the wants it

@@ -44,7 +44,7 @@ export interface SshFrontOptions extends GitSessionDeps {
   /** Connections open at most; new ones beyond it are refused at once. */
   maxConnections: number
   /** Told of every finished Git command (the fields of its log line), for metrics. */
-  onRequestDone?: (o: { proto: string; cmd: string; cache: 'hit' | 'miss' | 'join' | 'bypass'; status: number; bytes: number }) => void
+  onRequestDone?: (o: { proto: string; cmd: string; cache: 'hit' | 'miss' | 'join' | 'bypass' | 'stale'; status: number; bytes: number }) => void
 }
 
 export interface SshFront {

@@ -6,6 +6,7 @@
  */
 import type { FromSchema, JSONSchema } from 'json-schema-to-ts'
 import type { DiskStatus } from '../cache/disk-guard.js'
+import type { OutageStatus } from '../service/outage.js'
 import type { KindStats, RepoStats } from '../cache/store.js'
 import type { Protocol } from '../config/load.js'
 import { projectAndSlug, toRepoPath, type RepoPath } from '../repository.js'
@@ -62,6 +63,19 @@ export const CachesFigures = {
       additionalProperties: false,
     },
     repositories: { type: 'array', items: RepositoryFigures },
+    outage: {
+      type: 'object',
+      description: 'outage mode (DESIGN §3.10): whether it is on, whether the upstream answers, and the answers given from the cache while it did not',
+      required: ['enabled', 'upstreamReachable', 'since', 'reason', 'answers'],
+      properties: {
+        enabled: { type: 'boolean', description: 'scm-cache.outage.enabled' },
+        upstreamReachable: { type: 'boolean', description: 'false from the first failed upstream request until one succeeds' },
+        since: { anyOf: [{ type: 'string', format: 'date-time' }, { type: 'null' }], description: 'start of the current outage, ISO 8601 UTC; null when reachable' },
+        reason: { anyOf: [{ type: 'string' }, { type: 'null' }], description: 'the failure that started it' },
+        answers: { type: 'integer', minimum: 0, description: 'requests answered from the cache during outages' },
+      },
+      additionalProperties: false,
+    },
   },
   additionalProperties: false,
 } as const satisfies JSONSchema
@@ -143,6 +157,7 @@ export interface CachesInputs {
   totals: RepoStats
   repos: ReadonlyMap<string, RepoStats>
   pathPrefix: string
+  outage?: OutageStatus
 }
 
 export function cachesFigures(input: CachesInputs): CachesFigures {
@@ -153,6 +168,7 @@ export function cachesFigures(input: CachesInputs): CachesFigures {
     maxSize: input.maxSize,
     totals: { refs: kindFigures(input.totals.refs), uploadPack: kindFigures(input.totals.uploadPack) },
     repositories: repositoriesFigures(input.repos, input.pathPrefix),
+    ...(input.outage === undefined ? {} : { outage: { ...input.outage, since: isoSecond(input.outage.since) } }),
   }
 }
 

@@ -75,6 +75,16 @@ export class Access {
     if (credential.cacheable) this.#d.memo.accept(repo, idOf(credential, scope))
   }
 
+  /**
+   * Outage mode (DESIGN §3.10): the upstream cannot be reached; was this
+   * credential accepted in `scope` within `windowMs` (auth.outage-ttl)?
+   * Only such a credential may be answered from the cache; a refusal on
+   * record, an unknown or an unkeyable credential may not.
+   */
+  acceptedForOutage(repo: RepoPath, credential: Credential, scope: AccessScope, windowMs: number): boolean {
+    return credential.cacheable && this.#d.memo.acceptedWithin(repo, idOf(credential, scope), windowMs)
+  }
+
   /** The upstream refused this credential in this scope. */
   reject(repo: RepoPath, credential: Credential, scope: AccessScope): void {
     this.#d.memo.reject(repo, idOf(credential, scope))

@@ -48,6 +48,9 @@ import type { Invalidation } from './invalidation.js'
 import type { RefsService } from './refs.js'
 import { readRequestBody } from './request-body.js'
 import { UPLOAD_PACK_RESULT, type UploadPackService } from './upload-pack.js'
+import { isUnreachableStatus, Outage } from './outage.js'
+import { progressMarker, withOutageProgress } from './outage-progress.js'
+import { WholeBody } from '../cache/entry-reader.js'
 
 /**
  * Upload-pack requests larger than this (as sent, or gunzipped) are
@@ -72,7 +75,8 @@ export interface HttpGitRequest {
   signal: AbortSignal
 }
 
-export type CacheOutcome = 'hit' | 'miss' | 'join' | 'bypass'
+/** `stale`: answered from the cache during an upstream outage (DESIGN §3.10). */
+export type CacheOutcome = 'hit' | 'miss' | 'join' | 'bypass' | 'stale'
 
 /** What the front writes back. `finish` (if any) runs once it has been written, or failed. */
 export type HttpAnswer = (
@@ -104,6 +108,8 @@ export interface HttpGitDeps {
   /** Counts a cacheable request sent around the cache. */
   recordBypass: (repo: RepoPath) => void
   log: Log
+  /** Outage mode and the upstream's reachability (outage.ts); absent: neither. */
+  outage?: Outage
 }
 
 const NO_CACHE_HEADERS: Record<string, string> = {
@@ -126,7 +132,40 @@ export class HttpGitService {
     this.#d = deps
   }
 
+  /**
+   * The answer, with outage mode around it (DESIGN §3.10): an unreachable
+   * upstream is remembered for a few seconds; with outage mode on, the
+   * request is then answered from what the cache holds (`#outageAnswer`).
+   */
   async answer(req: HttpGitRequest): Promise<HttpAnswer> {
+    const outage = this.#d.outage
+    if (outage === undefined) return this.#answer(req)
+    // Reads skip a dead upstream for a few seconds; anything else (a push) tries it: it cannot be answered anyway, and its success ends the outage.
+    const read = req.route.endpoint.kind !== 'dumb' && req.route.endpoint.kind !== 'lfs' && req.route.endpoint.service === 'git-upload-pack'
+    if (outage.enabled && read && outage.remembersDown()) return this.#outageAnswer(req, outage)
+    let answer: HttpAnswer
+    try {
+      answer = await this.#answer(req)
+    } catch (err) {
+      if (!Outage.isUnreachable(err)) throw err
+      outage.down(err instanceof Error ? err.message : String(err))
+      if (!outage.enabled) throw err
+      return this.#outageAnswer(req, outage)
+    }
+    if (answer.kind === 'upstream' && isUnreachableStatus(answer.status)) {
+      outage.down(`upstream answered ${answer.status}`)
+      if (outage.enabled) {
+        answer.body.destroy()
+        await answer.finish?.()
+        return this.#outageAnswer(req, outage)
+      }
+    } else if (answer.kind === 'upstream' || answer.kind === 'refusal') {
+      outage.up()
+    }
+    return answer
+  }
+
+  async #answer(req: HttpGitRequest): Promise<HttpAnswer> {
     const { endpoint } = req.route
     if (endpoint.kind === 'rpc' && endpoint.service === 'git-upload-pack') return this.#uploadPack(req)
     if (endpoint.kind === 'advertisement' && endpoint.service === 'git-upload-pack') return this.#advertisement(req)
@@ -179,10 +218,13 @@ export class HttpGitService {
         }
         if (parsed?.command === 'ls-refs') {
           const decision = d.refs.lsRefsDecision(repo, parsed.capabilities, parsed.args)
-          if (!decision.cacheable || !d.refs.enabledFor('HTTP')) return withFinish({ ...(await fallback()), cmd: 'ls-refs' }, release)
+          if (!decision.cacheable) return withFinish({ ...(await fallback()), cmd: 'ls-refs' }, release)
+          if (!d.refs.enabledFor('HTTP')) return withFinish({ ...this.#keepLastGood(repo, decision.key, await fallback()), cmd: 'ls-refs' }, release)
           const hot = this.#hot(req, decision.key, 'upload-pack', RESULT_HEADERS)
           if (hot !== null) return withFinish({ ...hot, cmd: 'ls-refs' }, release)
-          const answer = await d.refs.serve({ repo, key: decision.key, front: 'HTTP', expect: { kind: 'pkt-lines' }, fetchUpstream })
+          const keepLsRefs = (signal: AbortSignal): Promise<Readable> =>
+            fetchUpstream(signal).then((body) => this.#d.outage?.keep(repo, decision.key, body, endsWithFlush) ?? body)
+          const answer = await d.refs.serve({ repo, key: decision.key, front: 'HTTP', expect: { kind: 'pkt-lines' }, fetchUpstream: keepLsRefs })
           return withFinish({ ...(await this.#fromCache(req, answer, RESULT_HEADERS, fallback)), cmd: 'ls-refs' }, release)
         }
         if (parsed?.command === 'fetch') cmd = 'fetch'
@@ -267,7 +309,7 @@ export class HttpGitService {
             if (err instanceof UpstreamRefusedError) d.access.reject(repo, credential, 'info-refs')
             throw err
           })
-          return filterAdvertisement(body)
+          return this.#keep(repo, key, await filterAdvertisement(body))
         },
       })
       if (answer.kind === 'body') return this.#fromCache(req, answer, ADVERTISEMENT_HEADERS, () => this.#advertiseFromUpstream(req, null, false))
@@ -300,7 +342,7 @@ export class HttpGitService {
       return relayed(res)
     }
     const proven = proveAdvertisement(
-      await filterAdvertisement(res.body),
+      this.#keep(repo, d.refs.keys.http(repo, req.version), await filterAdvertisement(res.body)),
       () => {
         d.access.accept(repo, req.credential, 'info-refs')
         endCheck?.()
@@ -327,6 +369,101 @@ export class HttpGitService {
     const headers = relayResponseHeaders(res.headers)
     delete headers['content-length']
     return { kind: 'upstream', status: 200, headers, body: proven }
+  }
+
+  // ---- outage mode (DESIGN §3.10) ------------------------------------------
+
+  /** An advertisement body that is kept as the last good one once it has passed whole. */
+  #keep(repo: RepoPath, key: string, body: Readable): Readable {
+    return this.#d.outage?.keep(repo, key, body, isAdvertisementBytes) ?? body
+  }
+
+  /** A 200 ls-refs answer relayed from upstream, kept as the last good one once whole. */
+  #keepLastGood(repo: RepoPath, key: string, answer: HttpAnswer): HttpAnswer {
+    const outage = this.#d.outage
+    if (outage === undefined || answer.kind !== 'upstream' || answer.status !== 200) return answer
+    if (String(answer.headers['content-type'] ?? '') !== UPLOAD_PACK_RESULT) return answer
+    return { ...answer, body: outage.keep(repo, key, answer.body, endsWithFlush) }
+  }
+
+  /**
+   * The upstream is unreachable and outage mode is on: a credential the
+   * upstream accepted for this endpoint within auth.outage-ttl (access.ts)
+   * gets the last good advertisement or a cached pack; anything else, and
+   * every push, gets the outage error (HTTP 503). Nothing is given to any
+   * other credential.
+   */
+  async #outageAnswer(req: HttpGitRequest, outage: Outage): Promise<HttpAnswer> {
+    const d = this.#d
+    const { endpoint, repo } = req.route
+    const { credential } = req
+    if (endpoint.kind === 'advertisement' && endpoint.service === 'git-upload-pack') {
+      if (!d.access.acceptedForOutage(repo, credential, 'info-refs', outage.outageTtlMs)) throw outage.error('this request')
+      const body = await outage.lastGood.load(repo, d.refs.keys.http(repo, req.version))
+      if (body === null) throw outage.error('this advertisement')
+      return this.#stale(repo, outage, body, ADVERTISEMENT_HEADERS)
+    }
+    if (!(endpoint.kind === 'rpc' && endpoint.service === 'git-upload-pack')) throw outage.error('this request')
+    if (!d.access.acceptedForOutage(repo, credential, 'upload-pack', outage.outageTtlMs)) throw outage.error('this request')
+    if (req.body.readableDidRead) throw outage.error('this request') // read for an upstream request already: not cached
+    const lease = new BodyLease(d.budget)
+    try {
+      const read = await readRequestBody(req.body, {
+        limit: MAX_CACHEABLE_REQUEST,
+        contentEncoding: header(req.headers['content-encoding']),
+        lease,
+        signal: req.signal,
+      })
+      if (read.kind === 'too-large') throw outage.error('this request')
+      if (req.version === 2) {
+        let parsed
+        try {
+          parsed = parseCommandRequestV2(read.decoded)
+        } catch {
+          parsed = null
+        }
+        if (parsed?.command === 'ls-refs') {
+          const decision = d.refs.lsRefsDecision(repo, parsed.capabilities, parsed.args)
+          const body = decision.cacheable ? await outage.lastGood.load(repo, decision.key) : null
+          if (body === null) throw outage.error('this ls-refs request')
+          return { ...this.#stale(repo, outage, body, RESULT_HEADERS), cmd: 'ls-refs' }
+        }
+      }
+      const notCached = (): Promise<Readable> => Promise.reject(outage.error('this pack'))
+      let answer
+      try {
+        answer = await d.uploadPack.serve({ repo, version: req.version, body: read.decoded, front: 'HTTP', fetchUpstream: notCached })
+      } catch (err) {
+        if (err instanceof ProtocolError) throw outage.error('this request')
+        throw err
+      }
+      if (answer.kind === 'pass' || answer.how === 'miss') {
+        if (answer.kind === 'body') answer.body.stream.destroy()
+        throw outage.error('this pack')
+      }
+      const err = await firstByte(answer.body.stream)
+      if (err !== null) {
+        answer.body.stream.destroy()
+        throw outage.error('this pack')
+      }
+      outage.countAnswer()
+      this.#logStale(repo)
+      const marker = progressMarker(req.version, read.decoded)
+      const body = marker === null ? answer.body : withOutageProgress(answer.body, marker)
+      return { kind: 'cached', how: answer.how, headers: RESULT_HEADERS, body, cache: 'stale', ...(req.version === 2 ? { cmd: 'fetch' } : {}) }
+    } finally {
+      lease.release()
+    }
+  }
+
+  #stale(repo: RepoPath, outage: Outage, body: Buffer, headers: Record<string, string>): HttpAnswer {
+    outage.countAnswer()
+    this.#logStale(repo)
+    return { kind: 'cached', how: 'hit', headers, body: new WholeBody(body, () => undefined), cache: 'stale' }
+  }
+
+  #logStale(repo: RepoPath): void {
+    this.#d.log.info({ repo }, 'answered from the cache during an upstream outage')
   }
 
   #getAdvertisement(req: HttpGitRequest, signal: AbortSignal): Promise<UpstreamResponse> {
@@ -441,6 +578,18 @@ function proveAdvertisement(body: Readable, onValid: () => void, onDone: () => v
   return pipelineCallback(body, check, () => {
     // Errors reach the consumer through the returned stream.
   })
+}
+
+/** Whether `bytes` is one whole, well-formed smart-HTTP advertisement. */
+function isAdvertisementBytes(bytes: Buffer): boolean {
+  const checker = new AdvertisementChecker('http')
+  checker.push(bytes)
+  return checker.finish().ok
+}
+
+/** Whether a pkt-line answer ends with its flush (a whole v2 ls-refs answer). */
+function endsWithFlush(bytes: Buffer): boolean {
+  return bytes.length >= 4 && bytes.subarray(bytes.length - 4).toString('latin1') === '0000'
 }
 
 function discard(): Writable {

@@ -45,6 +45,12 @@ export interface HttpUpstreamOptions {
   baseUrl: URL
   /** Milliseconds to wait for response headers. */
   headersTimeoutMs?: number
+  /**
+   * `upstream.connect-timeout` in ms: to connect, and to receive response
+   * headers (sets `headersTimeoutMs` too, unless given). Past it the
+   * upstream counts as unreachable.
+   */
+  connectTimeoutMs?: number
   /** Milliseconds the body may stay idle (upload-pack can think for minutes before the pack). */
   bodyTimeoutMs?: number
   connections?: number
@@ -59,17 +65,23 @@ export class HttpUpstream {
   readonly #agent: Agent
   readonly #basePath: string
   readonly #observe: ((method: string, status: number, seconds: number) => void) | undefined
+  readonly #connectTimeoutMs: number | undefined
 
   constructor(opts: HttpUpstreamOptions) {
     this.baseUrl = opts.baseUrl
     this.#basePath = opts.baseUrl.pathname.replace(/\/+$/, '')
     this.#observe = opts.observe
+    this.#connectTimeoutMs = opts.connectTimeoutMs
+    const connect = {
+      ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+      ...(opts.connectTimeoutMs === undefined ? {} : { timeout: opts.connectTimeoutMs }),
+    }
     this.#agent = new Agent({
-      headersTimeout: opts.headersTimeoutMs ?? 300_000,
+      headersTimeout: opts.headersTimeoutMs ?? opts.connectTimeoutMs ?? 300_000,
       bodyTimeout: opts.bodyTimeoutMs ?? 600_000,
       connections: opts.connections ?? 256,
       keepAliveTimeout: 30_000,
-      ...(opts.ca === undefined ? {} : { connect: { ca: opts.ca } }),
+      ...(Object.keys(connect).length === 0 ? {} : { connect }),
     })
   }
 
@@ -104,7 +116,7 @@ export class HttpUpstream {
       }
       return { statusCode: res.statusCode, headers, body: res.body }
     } catch (err) {
-      throw mapUpstreamError(err, this.baseUrl.origin)
+      throw mapUpstreamError(err, this.baseUrl.origin, this.#connectTimeoutMs)
     }
   }
 
@@ -158,8 +170,13 @@ export class HttpUpstream {
 }
 
 /** Map an undici failure to an UpstreamError with the original as `cause`. */
-export function mapUpstreamError(err: unknown, origin: string): UpstreamError {
+export function mapUpstreamError(err: unknown, origin: string, connectTimeoutMs?: number): UpstreamError {
   if (err instanceof UpstreamError) return err
+  if (err instanceof undiciErrors.HeadersTimeoutError && connectTimeoutMs !== undefined) {
+    // An upstream that accepts connections but never answers (DESIGN §3.10).
+    const within = `${connectTimeoutMs / 1000} s (upstream.connect-timeout)`
+    return new UpstreamError('ERR_UPSTREAM_TIMEOUT', `upstream ${origin} unreachable: no response headers within ${within}`, { cause: err })
+  }
   const timedOut =
     err instanceof undiciErrors.HeadersTimeoutError ||
     err instanceof undiciErrors.BodyTimeoutError ||

@@ -30,6 +30,8 @@ export interface SshUpstreamOptions {
   log: Log
   maxChannels?: number
   idleMs?: number
+  /** ms to connect and finish the SSH handshake (`upstream.connect-timeout`) */
+  connectTimeoutMs?: number
 }
 
 export interface UpstreamExec {
@@ -54,7 +56,7 @@ export class SshUpstream {
   #closed = false
 
   constructor(opts: SshUpstreamOptions) {
-    this.#opts = { maxChannels: 8, idleMs: 30_000, ...opts }
+    this.#opts = { maxChannels: 8, idleMs: 30_000, connectTimeoutMs: 20_000, ...opts }
   }
 
   /** `git-upload-pack '<prefix>/<path>'`: the exec string for `path` upstream. */
@@ -162,10 +164,11 @@ export class SshUpstream {
         })
         client.on('error', (err) => {
           drop()
+          // A connection that cannot be made is "unreachable" (outage mode, DESIGN §3.10), not a refusal.
           reject(
-            new UpstreamError('ERR_UPSTREAM_SSH', hostKeyProblem ?? `cannot connect to the SSH upstream: ${err.message}`, {
-              cause: err,
-            }),
+            hostKeyProblem === null
+              ? new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `cannot connect to the SSH upstream: ${err.message}`, { cause: err })
+              : new UpstreamError('ERR_UPSTREAM_SSH', hostKeyProblem, { cause: err }),
           )
         })
         client.on('close', drop)
@@ -174,7 +177,7 @@ export class SshUpstream {
           port,
           username: decodeURIComponent(url.username),
           ...(privateKey === undefined ? {} : { privateKey }),
-          readyTimeout: 20_000,
+          readyTimeout: this.#opts.connectTimeoutMs,
           keepaliveInterval: 15_000,
           hostVerifier: (key: Buffer) => {
             const verdict = checkHostKey(knownHosts, host, port, key)

@@ -6,6 +6,7 @@
  */
 import type { FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../../cache/disk-guard.js'
+import type { OutageStatus } from '../../service/outage.js'
 import type { CacheStoreApi } from '../../cache/store-api.js'
 import type { Config } from '../../config/load.js'
 import type { Log } from '../../logger.js'
@@ -32,12 +33,13 @@ export interface CachesRouteDeps {
   config: Config
   log: Log
   callerOf: CallerOf
+  outage?: () => OutageStatus
 }
 
 const NOT_FOUND = errorSchema('the cache knows no such repository')
 
 export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void {
-  const { settings, store, disk, config, log, callerOf } = deps
+  const { settings, store, disk, config, log, callerOf, outage } = deps
   const pathPrefix = config.upstream.pathPrefix
   const tags = ['caches']
 
@@ -63,6 +65,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
         totals: stats.totals,
         repos: stats.repos,
         pathPrefix,
+        ...(outage === undefined ? {} : { outage: outage() }),
       })
     },
   )

@@ -200,3 +200,20 @@ void t.test('waiters read the verdict when they wake, not when the check ends', 
   t.equal(await waiter, true, 'a same-tick accept after end() still counts')
   t.equal(memo.isAccepted(REPO, BASIC), true)
 })
+
+void t.test('acceptedWithin: the acceptance time counts beyond the TTL (outage mode); a refusal forgets it', (t) => {
+  const clock = { now: 1_000_000 }
+  const memo = new AuthMemo({ ttlMs: 300_000, now: () => clock.now })
+  memo.accept('P/a.git', 'cred')
+  clock.now += 301_000
+  t.equal(memo.isAccepted('P/a.git', 'cred'), false, 'past auth.ttl')
+  t.equal(memo.acceptedWithin('P/a.git', 'cred', 3_600_000), true, 'within auth.outage-ttl')
+  t.equal(memo.acceptedWithin('P/b.git', 'cred', 3_600_000), false, 'another repository')
+  t.equal(memo.acceptedWithin('P/a.git', 'other', 3_600_000), false, 'another credential')
+  clock.now += 3_600_000
+  t.equal(memo.acceptedWithin('P/a.git', 'cred', 3_600_000), false, 'past auth.outage-ttl')
+  memo.accept('P/a.git', 'cred')
+  memo.reject('P/a.git', 'cred')
+  t.equal(memo.acceptedWithin('P/a.git', 'cred', 3_600_000), false, 'a refusal forgets it')
+  t.end()
+})

@@ -356,3 +356,32 @@ void t.test('the default reader: statfs(2) on a real directory', async (t) => {
   t.equal(missing.status().freeSpace, null, 'a missing directory: nothing measured')
   t.match(records.at(-1), { msg: 'cannot measure free disk space', err: { code: 'ENOENT' } })
 })
+
+void t.test('reportNoSpace() on a small file system: the floor is capped at half its size', async (t) => {
+  const { guard, disk } = setup({ minimumFreeSpace: MiB, totalBytes: () => Promise.resolve(64 * MiB) })
+  disk.free = 8 * MiB
+  await guard.check()
+  guard.reportNoSpace()
+  t.equal(guard.admit(), false, 'paused')
+  disk.free = 32 * MiB - 1
+  await guard.check()
+  t.equal(guard.status().admitting, false, 'not yet: under half of 64 MiB')
+  disk.free = 60 * MiB
+  await guard.check()
+  t.equal(guard.status().admitting, true, 'resumed once half the file system is free (64 MiB never could be)')
+})
+
+void t.test('reportWriteFailure() (EIO): pause at once, resume at the first good check one interval later', async (t) => {
+  const { guard, clock, records } = setup()
+  await guard.check()
+  guard.reportWriteFailure(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }))
+  t.equal(guard.status().admitting, false, 'paused at once')
+  t.match(guard.status().reason, /a cache write failed: EIO/)
+  t.ok(records.some((r) => r.msg === 'caching paused: low disk space'), 'logged')
+  clock.now += 30_000
+  await guard.check()
+  t.equal(guard.status().admitting, false, 'not within one check interval')
+  clock.now += 30_000
+  await guard.check()
+  t.equal(guard.status().admitting, true, 'resumed')
+})

@@ -50,6 +50,9 @@ void t.test('the table covers exactly the documented keys', (t) => {
       'upstream.http.ca',
       'proxy.http.trusted-proxies',
       'proxy.shutdown.drain',
+      'upstream.connect-timeout',
+      'scm-cache.outage.enabled',
+      'auth.outage-ttl',
     ],
   )
   t.end()

@@ -50,7 +50,7 @@ void t.test('defaults, with no config file at all', (t) => {
   const dir = t.testdir({})
   const cfg = load(dir)
   t.same(JSON.parse(JSON.stringify(cfg)), {
-    upstream: { httpUrl: null, pathPrefix: '', sshUrl: null, sshKey: null, sshKnownHosts: null, httpCa: null },
+    upstream: { httpUrl: null, pathPrefix: '', sshUrl: null, sshKey: null, sshKnownHosts: null, httpCa: null, connectTimeout: 10 },
     proxy: {
       httpHost: '0.0.0.0',
       httpPort: 7990,
@@ -77,11 +77,13 @@ void t.test('defaults, with no config file at all', (t) => {
       expiryCheckInterval: 300,
       maxSize: 0,
       diskCheckInterval: 30,
+      outageEnabled: false,
     },
     authTtl: 300,
     credentialHeaders: ['private-token', 'job-token', 'x-auth-token'],
     webhookSecret: null,
     restAuth: null,
+    authOutageTtl: 3600,
     source: { file: null },
   })
   t.end()
@@ -157,6 +159,7 @@ void t.test('values from the file', (t) => {
     expiryCheckInterval: 600,
     maxSize: 100 * 1024 ** 3,
     diskCheckInterval: 10,
+    outageEnabled: false,
   })
   t.equal(cfg.authTtl, 120)
   t.equal(cfg.webhookSecret, 'hook-secret')

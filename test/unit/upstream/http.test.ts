@@ -150,6 +150,15 @@ void t.test('mapUpstreamError: each failure to one UpstreamError, the original a
     t.match(mapped, { code: c.code, statusCode: c.status, message: c.message, expose: true }, c.name)
     t.equal(mapped.cause, c.err, `${c.name}: the original is the cause`)
   }
+  t.match(
+    mapUpstreamError(new undiciErrors.HeadersTimeoutError(), ORIGIN, 2000),
+    {
+      code: 'ERR_UPSTREAM_TIMEOUT',
+      statusCode: 504,
+      message: `upstream ${ORIGIN} unreachable: no response headers within 2 s (upstream.connect-timeout)`,
+    },
+    'with upstream.connect-timeout, no headers in time names the upstream as unreachable',
+  )
   const own = new UpstreamError('ERR_UPSTREAM_SSH', 'refused')
   t.equal(mapUpstreamError(own, ORIGIN), own, 'an UpstreamError passes through as it is')
 })
