@@ -173,6 +173,7 @@ function expected(r: Request): UploadPackRequestV1 {
     haves: r.haveBlocks.flat(),
     done: r.done,
     flushesAfterWants: true,
+    haveFlushes: Math.max(0, r.haveBlocks.length - 1) + (r.haveBlocks.length > 0 && r.flushBeforeDone ? 1 : 0),
   }
 }
 

@@ -15,6 +15,7 @@ const EMPTY: UploadPackRequestV1 = {
   haves: [],
   done: false,
   flushesAfterWants: false,
+  haveFlushes: 0,
 }
 
 /** What git 2.39.5 put after the first want: over HTTP (`no-done`) and over ssh. */
