@@ -233,6 +233,7 @@ void t.test('hand-made requests', (t) => {
         haves: [repo.mainParent, repo.first, repo.first],
         done: true,
         flushesAfterWants: true,
+        haveFlushes: 2,
       },
     },
     {
@@ -263,6 +264,7 @@ void t.test('hand-made requests', (t) => {
         capabilities: ['object-format=sha256'],
         haves: [sha256],
         flushesAfterWants: true,
+        haveFlushes: 1,
       },
     },
     {
