@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { DiskGuard } from './cache/disk-guard.js'
 import type { FillLimiter } from './cache/fill-limiter.js'
 import type { CacheStoreApi, KindStats } from './cache/store-api.js'
+import type { UploadPackSplit } from './cache/upload-pack-split.js'
 
 export interface MetricsSources {
   store: CacheStoreApi
@@ -28,6 +29,7 @@ export class Metrics {
   readonly #bytes: Counter<'source'>
   readonly #upstream: Histogram<'method' | 'status'>
   #src: MetricsSources | undefined
+  #split: UploadPackSplit | undefined
 
   /** Sources are attached once they exist (`attach`); until then their metrics are absent. */
   constructor() {
@@ -75,6 +77,25 @@ export class Metrics {
     fromTotals('scm_cache_misses_total', 'Requests that started a fill', (k) => k.misses, 'counter')
     fromTotals('scm_cache_joins_total', 'Requests that joined a fill in flight', (k) => k.joins, 'counter')
     fromTotals('scm_cache_bypasses_total', 'Cacheable-kind requests sent around the cache', (k) => k.bypasses, 'counter')
+    const split = (): UploadPackSplit | undefined => this.#split
+    new Counter({
+      name: 'scm_cache_upload_pack_answers_total',
+      help: 'Upload-pack answers from the cache by what was asked (clone, fetch: an incremental fetch, each negotiation round counted) and how (hit, miss, join)',
+      labelNames: ['what', 'how'],
+      registers: [r],
+      collect() {
+        this.reset()
+        const s = split()
+        if (s === undefined) return
+        const t = s.snapshot().totals
+        this.inc({ what: 'clone', how: 'hit' }, t.cloneHits)
+        this.inc({ what: 'clone', how: 'miss' }, t.cloneMisses)
+        this.inc({ what: 'clone', how: 'join' }, t.cloneJoins)
+        this.inc({ what: 'fetch', how: 'hit' }, t.fetchHits)
+        this.inc({ what: 'fetch', how: 'miss' }, t.fetchMisses)
+        this.inc({ what: 'fetch', how: 'join' }, t.fetchJoins)
+      },
+    })
     new Counter({
       name: 'scm_cache_evictions_total',
       help: 'Entries evicted to keep the cache under scm-cache.max.size',
@@ -125,6 +146,11 @@ export class Metrics {
 
   attach(src: MetricsSources): void {
     this.#src = src
+  }
+
+  /** The clone/fetch split of upload-pack answers (scm_cache_upload_pack_answers_total). */
+  attachSplit(split: UploadPackSplit): void {
+    this.#split = split
   }
 
   observeRequest(o: RequestObservation): void {

@@ -294,8 +294,10 @@ class GitSession {
     }
     const wantSection = concatFrames(wants)
     let depth: boolean
+    let shallowClient: boolean
     try {
       const req = parseUploadPackRequestV1(wantSection)
+      shallowClient = req.shallows.length > 0 || req.deepenRelative
       // Whenever upload-pack answers the want section with a shallow list
       // (receive_needs), git waits for it before saying anything more.
       depth =
@@ -314,6 +316,12 @@ class GitSession {
       // so without a session A there is nothing to ask the upstream.
       if (this.#up === null) await this.#finish(0)
       else await this.#passV0([wantSection], false)
+      return
+    }
+    if (shallowClient) {
+      // An already-shallow client negotiates (haves) next: v0/v1 over ssh
+      // keeps that state in one upload-pack, so it passes through whole.
+      await this.#passV0([wantSection], false)
       return
     }
     if (depth) {

@@ -29,6 +29,7 @@ import { errorBody, notFound } from './errors.js'
 import { OverrideWriter } from './overrides.js'
 import { refusedMessage } from './params.js'
 import { registerCachesRoutes } from './routes/caches.js'
+import type { UploadPackSplit } from '../cache/upload-pack-split.js'
 import { registerConfigRoutes } from './routes/config.js'
 
 export interface RestOptions {
@@ -38,6 +39,8 @@ export interface RestOptions {
   config: Config
   persistence: SettingsPersistence
   log: Log
+  /** The clone/fetch split of upload-pack answers (GET /caches). */
+  split?: UploadPackSplit
 }
 
 const MAX_IGNORED_BODY = 64 * 1024
@@ -97,7 +100,15 @@ export const restPlugin: FastifyPluginAsync<RestOptions> = async (fastify, opts)
 
   const writer = new OverrideWriter({ settings: opts.settings, persistence: opts.persistence, log })
   registerConfigRoutes(app, { settings: opts.settings, writer, callerOf })
-  registerCachesRoutes(app, { settings: opts.settings, store: opts.store, disk: opts.disk, config, log, callerOf })
+  registerCachesRoutes(app, {
+    settings: opts.settings,
+    store: opts.store,
+    disk: opts.disk,
+    config,
+    log,
+    callerOf,
+    ...(opts.split === undefined ? {} : { split: opts.split }),
+  })
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 

@@ -7,6 +7,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../../cache/disk-guard.js'
 import type { CacheStoreApi } from '../../cache/store-api.js'
+import type { UploadPackSplit } from '../../cache/upload-pack-split.js'
 import type { Config } from '../../config/load.js'
 import type { Log } from '../../logger.js'
 import type { Settings } from '../../settings.js'
@@ -32,12 +33,14 @@ export interface CachesRouteDeps {
   config: Config
   log: Log
   callerOf: CallerOf
+  /** The clone/fetch split of upload-pack answers. */
+  split?: UploadPackSplit
 }
 
 const NOT_FOUND = errorSchema('the cache knows no such repository')
 
 export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void {
-  const { settings, store, disk, config, log, callerOf } = deps
+  const { settings, store, disk, config, log, callerOf, split } = deps
   const pathPrefix = config.upstream.pathPrefix
   const tags = ['caches']
 
@@ -63,6 +66,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
         totals: stats.totals,
         repos: stats.repos,
         pathPrefix,
+        ...(split === undefined ? {} : { split: split.snapshot() }),
       })
     },
   )
@@ -79,7 +83,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
   )
 
   const showOne = (name: RestRepoName): RepositoryFigures => {
-    const figures = repositoryFigures(store.stats().repos, name, pathPrefix)
+    const figures = repositoryFigures(store.stats().repos, name, pathPrefix, split?.snapshot().repos)
     if (figures === null) throw notFound(`the cache knows no repository ${shownName(name)}`)
     return figures
   }
