@@ -191,6 +191,23 @@ void t.test('scm-cache.upload-pack.fetch.enabled=false: fetches pass through, cl
   await b.proxy.settled()
   t.same(outcomes(b.proxy, logFrom), { bypass: 1 }, 'the fetch went around the cache')
   t.equal(entryFiles(b.proxy.cacheDir).length, entries, 'and stored nothing')
+
+  // Switched on at run time through REST, beside upload-pack/enabled.
+  const rest = `${b.proxy.url}/rest/scm-cache/latest/config/upload-pack/fetch/enabled`
+  t.equal(await (await fetch(rest)).json(), false, 'GET shows the configured value')
+  t.equal((await fetch(`${rest}/true`, { method: 'PUT' })).status, 204)
+  t.equal(await (await fetch(rest)).json(), true)
+  const [w2] = await workspaces(b, 'on', 1, [])
+  if (w2 === undefined) throw new Error('no workspace')
+  await addCommitDirect(b.home, b.bare, 'main', 'c.txt', 2)
+  const from2 = gitRequestLines(b.proxy.logs).length
+  await gitOk(b.home, ['-C', w2, '-c', 'protocol.version=2', 'fetch', '-q', 'origin'])
+  await b.proxy.settled()
+  t.notOk(outcomes(b.proxy, from2)['bypass'], 'the next fetch is answered by the cache')
+  const figures = (await (await fetch(`${b.proxy.url}/rest/scm-cache/latest/caches`)).json()) as { totals: { uploadPack: Record<string, number> } }
+  t.match(figures.totals.uploadPack, { cloneHits: Number, fetchMisses: 1 }, 'GET /caches splits clone and fetch answers')
+  t.equal((await fetch(rest, { method: 'DELETE' })).status, 204, 'the override dropped')
+  t.equal(await (await fetch(rest)).json(), false)
 })
 
 void t.test('a private repository: a replayed cached fetch without the credential gets the upstream\'s 401', async (t) => {

@@ -334,6 +334,8 @@ void t.test('credentials: HTTP Basic, 401 without or with wrong ones, openapi.js
     '/config/refs/ttl/{expiryInSec}',
     '/config/upload-pack/enabled',
     '/config/upload-pack/enabled/{status}',
+    '/config/upload-pack/fetch/enabled',
+    '/config/upload-pack/fetch/enabled/{status}',
     '/config/upload-pack/ttl',
     '/config/upload-pack/ttl/{expiryInSec}',
   ])
