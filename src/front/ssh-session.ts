@@ -24,7 +24,9 @@
  * with the shallow list, which git expects before it says `done`: that part
  * is sent first, then the client's next packet decides: `done` gets the rest
  * of the cached answer; anything else is replayed to session A (whose own
- * shallow list is dropped, the client already has it) and piped.
+ * shallow list is dropped, the client already has it) and piped. An
+ * already-shallow client (`shallow` lines) negotiates next, so it passes
+ * through whole from its want section on.
  *
  * v0/v1 `ls-remote` (an empty want list) is answered locally when session A
  * was never opened: upload-pack has nothing more to say.
