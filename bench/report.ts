@@ -119,19 +119,19 @@ export function evaluateTargets(r: Results): Target[] {
 /** Issue 17's targets: (a), (b) one pack per burst and >= 10x less upstream CPU; (c) <= 5% slower; (d) <= 5% and 2 ms. */
 function fetchTargets(f: FetchResults): Target[] {
   const out: Target[] = []
-  const pair = (c: string, proto: number): { p: FetchResults['rows'][number]; d: FetchResults['rows'][number] } | null => {
-    const p = f.rows.find((x) => x.case === c && x.proto === proto && x.target === 'proxy')
+  const pair = (c: string, proto: number, via: string): { p: FetchResults['rows'][number]; d: FetchResults['rows'][number] } | null => {
+    const p = f.rows.find((x) => x.case === c && x.proto === proto && x.target === via)
     const d = f.rows.find((x) => x.case === c && x.proto === proto && x.target === 'direct')
     return p === undefined || d === undefined ? null : { p, d }
   }
-  for (const row of f.rows.filter((x) => x.target === 'proxy')) {
-    const both = pair(row.case, row.proto)
+  for (const row of f.rows.filter((x) => x.target !== 'direct')) {
+    const both = pair(row.case, row.proto, row.target)
     if (both === null) continue
     const { p, d } = both
     if (row.case === 'c: all different') {
       const slower = p.median.wallS / d.median.wallS - 1
       out.push({
-        name: `fetch ${row.case} (v${row.proto}, N=${row.n}): wall vs direct`,
+        name: `fetch ${row.case} (v${row.proto}, N=${row.n}, ${row.target}): wall vs direct`,
         goal: '<= 5% slower',
         measured: `${pct(slower)} (${p.median.wallS} s vs ${d.median.wallS} s); packs ${p.median.packGenerations} vs ${d.median.packGenerations}`,
         met: slower <= 0.05,
@@ -141,7 +141,7 @@ function fetchTargets(f: FetchResults): Target[] {
     const gens = p.reps.map((x) => x.packGenerations)
     const cpu = p.median.upstreamCpuS > 0 ? d.median.upstreamCpuS / p.median.upstreamCpuS : Infinity
     out.push({
-      name: `fetch ${row.case} (v${row.proto}, N=${row.n}): upstream packs and CPU`,
+      name: `fetch ${row.case} (v${row.proto}, N=${row.n}, ${row.target}): upstream packs and CPU`,
       goal: '1 pack per burst, >= 10x less upstream CPU',
       measured: `packs ${Math.min(...gens)}..${Math.max(...gens)} (direct ${d.median.packGenerations}); CPU ${p.median.upstreamCpuS} s vs ${d.median.upstreamCpuS} s (${cpu.toFixed(1)}x)`,
       met: gens.every((g) => g === 1) && cpu >= 10,
@@ -220,7 +220,7 @@ export function renderMarkdown(r: Results): string {
     parts.push('#### 6. Incremental fetches (kept workspaces, medians)')
     parts.push(table(['case', 'proto', 'N', 'via', 'wall s', 'p50/p99 s', 'fail', 'upstream packs', 'upstream CPU s', 'proxy CPU s'],
       r.fetch.rows.map((x) => [x.case, `v${x.proto}`, x.n, x.target, x.median.wallS, `${x.median.p50S} / ${x.median.p99S}`, x.median.failures,
-        x.median.packGenerations, x.median.upstreamCpuS, x.target === 'proxy' ? x.median.proxyCpuS : '–'])))
+        x.median.packGenerations, x.median.upstreamCpuS, x.target === 'direct' ? '–' : x.median.proxyCpuS])))
     for (const x of r.fetch.rows.filter((y) => y.firstError !== undefined)) parts.push(`- failure in ${x.case} v${x.proto} ${x.target}: \`${(x.firstError ?? '').replace(/\s+/g, ' ').slice(0, 300)}\``)
     parts.push(table(['uncached operation', 'direct s', 'proxy s', 'overhead', 'added ms', 'fail'],
       r.fetch.passThrough.map((p) => [p.op, p.median.directS, p.median.proxyS, pct(p.median.overhead), p.median.addedMs, p.failures])))

@@ -8,6 +8,11 @@
  *       worst case, where caching must cost nothing)
  *   (d) what stays uncached (a push, a `deepen-not` clone): pass-through overhead
  *
+ * (a)-(c) run direct, through the proxy (refs cache off: every client's ref
+ * advertisement still reaches the upstream), and through the proxy with
+ * the refs cache on ("proxy-refs"; the burst starts once the refs TTL has
+ * passed since the push, as after a webhook or a poll interval).
+ *
  * Every fetch is checked: the new tip, refs equal to the upstream's, and
  * `git fsck` on a sample of the workspaces.
  */
@@ -16,18 +21,19 @@ import path from 'node:path'
 import { measure, pushCommit, type Env } from '../environment.js'
 import { SeededBytes, type RepoName } from '../generate.js'
 import type { GitRun } from '../lib/git.js'
-import { log } from '../lib/log.js'
+import { log, sleep } from '../lib/log.js'
 import { median, percentile, round } from '../lib/stats.js'
 import type { Plan, Target } from '../plan.js'
 
 export type FetchCase = 'a: same commit' | 'b: --depth 20' | 'c: all different'
+export type FetchVia = Target | 'proxy-refs'
 
 export interface FetchRow {
   repo: RepoName
   case: FetchCase
   proto: number
   n: number
-  target: Target
+  target: FetchVia
   reps: {
     wallS: number
     p50S: number
@@ -82,12 +88,15 @@ export async function scenarioFetch(env: Env, plan: Plan): Promise<FetchResults>
       const depth = c === 'b: --depth 20' ? ['--depth', '20'] : []
       await env.client.ok(['-C', base, 'fetch', '-q', ...depth, 'origin'])
       const sha = await pushCommit(env, repo.name)
-      const order: Target[] = rep % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy']
+      const order: FetchVia[] = rep % 2 === 0 ? ['proxy', 'direct', 'proxy-refs'] : ['direct', 'proxy', 'proxy-refs']
       for (const target of order) {
-        const url = target === 'proxy' ? `${env.proxy.url}/${repo.name}.git` : upstreamUrl
+        const server = target === 'proxy-refs' ? env.proxyRefs : env.proxy
+        const url = target === 'direct' ? upstreamUrl : `${server.url}/${repo.name}.git`
         const ws = await workspaces(env, work, base, url, plan.fetchN, c === 'c: all different')
+        // The refs cache's advertisement from before the push has expired by now.
+        if (target === 'proxy-refs') await sleep(plan.refsTtl * 1000 + 500)
         const args = ['-c', `protocol.version=${proto}`, 'fetch', '-q', ...depth, 'origin']
-        const m = await measure(env, env.proxy, () => Promise.all(ws.map((w) => env.client.run(['-C', w, ...args]))))
+        const m = await measure(env, server, () => Promise.all(ws.map((w) => env.client.run(['-C', w, ...args]))))
         const runs: GitRun[] = m.value
         const failures = await check(env, bare, ws, runs, sha)
         const ms = runs.map((r) => r.ms / 1000)
@@ -100,7 +109,7 @@ export async function scenarioFetch(env: Env, plan: Plan): Promise<FetchResults>
           failures,
           packGenerations: m.packGenerations,
           upstreamCpuS: round(m.upstreamCpuS, 2),
-          proxyCpuS: target === 'proxy' ? round(m.proxyCpuS, 2) : 0,
+          proxyCpuS: target === 'direct' ? 0 : round(m.proxyCpuS, 2),
         })
         const err = runs.find((r) => !r.ok)
         if (err !== undefined && row.firstError === undefined) row.firstError = err.stderr.trim().slice(-600)
