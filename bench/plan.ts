@@ -65,8 +65,8 @@ export function parsePlan(argv: string[]): Plan {
     pollConcurrency: quick ? [4, 32] : [4, 32, 128],
     refsTtl: quick ? 2 : 5,
     mixedSeconds: Number(arg('mixed-seconds') ?? 120),
-    // --fetch=<repo>:<n>, e.g. --fetch=small:8 for a short run; default medium, 32 workspaces.
-    fetchRepo: (arg('fetch')?.split(':')[0] ?? 'medium') as RepoName,
+    // --fetch=<repo>:<n>, e.g. --fetch=small:8 for a short run; default 32 workspaces of medium (small with --quick).
+    fetchRepo: (arg('fetch')?.split(':')[0] ?? (quick ? 'small' : 'medium')) as RepoName,
     fetchN: Number(arg('fetch')?.split(':')[1] ?? 32),
     fetchProtos: [2, 0],
     fetchReps: Number(arg('fetch-reps') ?? (quick ? 1 : 3)),
