@@ -107,6 +107,7 @@ export async function setup(plan: Plan): Promise<Env> {
   const names = new Set<RepoName>(['small'])
   for (const b of plan.bursts) if (plan.scenarios.has('burst')) names.add(b.repo)
   if (plan.scenarios.has('floor')) names.add(plan.floorRepo)
+  if (plan.scenarios.has('fetch')) names.add(plan.fetchRepo)
   if (plan.scenarios.has('polling') || plan.scenarios.has('mixed')) names.add('refs')
   const repos = new Map<RepoName, GeneratedRepo>()
   for (const n of names) repos.set(n, await ensureRepo(n, log))

@@ -1,7 +1,7 @@
 /** What a bench run does: the scenarios, their sizes, parsed from the command line. */
 import type { RepoName } from './generate.js'
 
-export const SCENARIOS = ['burst', 'floor', 'passthrough', 'polling', 'mixed'] as const
+export const SCENARIOS = ['burst', 'floor', 'passthrough', 'polling', 'mixed', 'fetch'] as const
 export type Scenario = (typeof SCENARIOS)[number]
 export type Target = 'direct' | 'proxy'
 export type Mode = 'full' | 'checkout'
@@ -19,6 +19,11 @@ export interface Plan {
   pollConcurrency: number[]
   refsTtl: number
   mixedSeconds: number
+  /** Incremental fetches (bench/scenarios/fetch.ts): repository, workspaces per burst, protocols, repetitions. */
+  fetchRepo: RepoName
+  fetchN: number
+  fetchProtos: number[]
+  fetchReps: number
   /** Run the proxy and upstream from this git revision's src/ (a snapshot) instead of the working tree. */
   proxyRev: string | null
 }
@@ -60,6 +65,11 @@ export function parsePlan(argv: string[]): Plan {
     pollConcurrency: quick ? [4, 32] : [4, 32, 128],
     refsTtl: quick ? 2 : 5,
     mixedSeconds: Number(arg('mixed-seconds') ?? 120),
+    // --fetch=<repo>:<n>, e.g. --fetch=small:8 for a short run; default 32 workspaces of medium (small with --quick).
+    fetchRepo: (arg('fetch')?.split(':')[0] ?? (quick ? 'small' : 'medium')) as RepoName,
+    fetchN: Number(arg('fetch')?.split(':')[1] ?? 32),
+    fetchProtos: [2, 0],
+    fetchReps: Number(arg('fetch-reps') ?? (quick ? 1 : 3)),
     proxyRev: arg('proxy-rev') ?? null,
   }
 }

@@ -3,6 +3,7 @@ import type { BurstRow } from './scenarios/burst.js'
 import type { FloorRow } from './scenarios/floor.js'
 import type { MixedPhase } from './scenarios/mixed.js'
 import type { PassRow } from './scenarios/passthrough.js'
+import type { FetchResults } from './scenarios/fetch.js'
 import type { LsRemoteRow, PollRow } from './scenarios/polling.js'
 
 export interface Target {
@@ -39,6 +40,7 @@ export interface Results {
   passThrough?: PassRow[]
   polling?: { rows: PollRow[]; lsRemote: LsRemoteRow[]; refsCacheHits: boolean }
   mixed?: { phases: MixedPhase[]; upstreamCpuSaved: number; upstreamRequestsSaved: number }
+  fetch?: FetchResults
   targets?: Target[]
 }
 
@@ -110,6 +112,51 @@ export function evaluateTargets(r: Results): Target[] {
       met: null,
     })
   }
+  if (r.fetch !== undefined) out.push(...fetchTargets(r.fetch))
+  return out
+}
+
+/** Issue 17's targets: (a), (b) one pack per burst and >= 10x less upstream CPU; (c) <= 5% slower; (d) <= 5% and 2 ms. */
+function fetchTargets(f: FetchResults): Target[] {
+  const out: Target[] = []
+  const pair = (c: string, proto: number, via: string): { p: FetchResults['rows'][number]; d: FetchResults['rows'][number] } | null => {
+    const p = f.rows.find((x) => x.case === c && x.proto === proto && x.target === via)
+    const d = f.rows.find((x) => x.case === c && x.proto === proto && x.target === 'direct')
+    return p === undefined || d === undefined ? null : { p, d }
+  }
+  for (const row of f.rows.filter((x) => x.target !== 'direct')) {
+    const both = pair(row.case, row.proto, row.target)
+    if (both === null) continue
+    const { p, d } = both
+    if (row.case === 'c: all different') {
+      const slower = p.median.wallS / d.median.wallS - 1
+      out.push({
+        name: `fetch ${row.case} (v${row.proto}, N=${row.n}, ${row.target}): wall vs direct`,
+        goal: '<= 5% slower',
+        measured: `${pct(slower)} (${p.median.wallS} s vs ${d.median.wallS} s); packs ${p.median.packGenerations} vs ${d.median.packGenerations}`,
+        met: slower <= 0.05,
+      })
+      continue
+    }
+    const gens = p.reps.map((x) => x.packGenerations)
+    const cpu = p.median.upstreamCpuS > 0 ? d.median.upstreamCpuS / p.median.upstreamCpuS : Infinity
+    out.push({
+      name: `fetch ${row.case} (v${row.proto}, N=${row.n}, ${row.target}): upstream packs and CPU`,
+      goal: '1 pack per burst, >= 10x less upstream CPU',
+      measured: `packs ${Math.min(...gens)}..${Math.max(...gens)} (direct ${d.median.packGenerations}); CPU ${p.median.upstreamCpuS} s vs ${d.median.upstreamCpuS} s (${cpu.toFixed(1)}x)`,
+      met: gens.every((g) => g === 1) && cpu >= 10,
+    })
+  }
+  const failures = f.rows.reduce((s, x) => s + x.reps.reduce((t, y) => t + y.failures, 0), 0)
+  out.push({ name: 'failed fetches (exit, tip, refs, fsck)', goal: '0', measured: String(failures), met: failures === 0 })
+  for (const p of f.passThrough) {
+    out.push({
+      name: `uncached: ${p.op}`,
+      goal: '<= 5% wall and <= 2 ms added',
+      measured: `${pct(p.median.overhead)} (${p.median.addedMs} ms: ${p.median.proxyS} s vs ${p.median.directS} s)`,
+      met: p.median.overhead <= 0.05 && p.median.addedMs <= 2,
+    })
+  }
   return out
 }
 
@@ -168,6 +215,15 @@ export function renderMarkdown(r: Results): string {
         `${p.fetches} (${p.fetchFailures})`, p.pushes, p.upstreamRequests, p.packGenerations, p.upstreamCpuS, p.target === 'proxy' ? p.proxyCpuS : '–',
         p.target === 'proxy' ? p.proxyPeakRssMb : '–', p.cache === undefined ? '–' : pct(p.cache.hitRatio)])))
     parts.push(`Upstream CPU saved: ${pct(r.mixed.upstreamCpuSaved)}; upstream requests saved: ${pct(r.mixed.upstreamRequestsSaved)}.`)
+  }
+  if (r.fetch !== undefined) {
+    parts.push('#### 6. Incremental fetches (kept workspaces, medians)')
+    parts.push(table(['case', 'proto', 'N', 'via', 'wall s', 'p50/p99 s', 'fail', 'upstream packs', 'upstream CPU s', 'proxy CPU s'],
+      r.fetch.rows.map((x) => [x.case, `v${x.proto}`, x.n, x.target, x.median.wallS, `${x.median.p50S} / ${x.median.p99S}`, x.median.failures,
+        x.median.packGenerations, x.median.upstreamCpuS, x.target === 'direct' ? '–' : x.median.proxyCpuS])))
+    for (const x of r.fetch.rows.filter((y) => y.firstError !== undefined)) parts.push(`- failure in ${x.case} v${x.proto} ${x.target}: \`${(x.firstError ?? '').replace(/\s+/g, ' ').slice(0, 300)}\``)
+    parts.push(table(['uncached operation', 'direct s', 'proxy s', 'overhead', 'added ms', 'fail'],
+      r.fetch.passThrough.map((p) => [p.op, p.median.directS, p.median.proxyS, pct(p.median.overhead), p.median.addedMs, p.failures])))
   }
   return `${parts.join('\n\n')}\n`
 }

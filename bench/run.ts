@@ -7,7 +7,8 @@
  *
  *   npm run bench            full suite (a long run: see README "Benchmarks")
  *   npm run bench:quick      a few minutes on 2 cores
- *   npx tsx bench/run.ts [--quick] [--scenarios=burst,floor,passthrough,polling,mixed] [--reps=N]
+ *   npx tsx bench/run.ts [--quick] [--scenarios=burst,floor,passthrough,polling,mixed,fetch] [--reps=N]
+ *     [--fetch=<repo>:<n>] [--fetch-reps=N]
  *     [--burst=<repo>:<n,...>:<proto,...>:<full|checkout,...>] [--mixed-seconds=S] [--proxy-rev=REV]
  *
  * Writes bench/results/<timestamp>.json, bench/results/latest.md and
@@ -26,6 +27,7 @@ import { round } from './lib/stats.js'
 import { parsePlan, type Plan } from './plan.js'
 import { evaluateTargets, renderMarkdown, renderSvg, type Results } from './report.js'
 import { scenarioBurst } from './scenarios/burst.js'
+import { scenarioFetch } from './scenarios/fetch.js'
 import { scenarioFloor } from './scenarios/floor.js'
 import { scenarioMixed } from './scenarios/mixed.js'
 import { scenarioPassThrough } from './scenarios/passthrough.js'
@@ -80,6 +82,7 @@ async function main(): Promise<void> {
     if (plan.scenarios.has('passthrough')) results.passThrough = await scenarioPassThrough(env, plan)
     if (plan.scenarios.has('polling')) results.polling = await scenarioPolling(env, plan)
     if (plan.scenarios.has('mixed')) results.mixed = await scenarioMixed(env, plan)
+    if (plan.scenarios.has('fetch')) results.fetch = await scenarioFetch(env, plan)
   } finally {
     results.finishedAt = new Date().toISOString()
     results.machine.loadAvg1mAtEnd = round(os.loadavg()[0] ?? 0, 2)

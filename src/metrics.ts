@@ -8,6 +8,7 @@ import type { DiskGuard } from './cache/disk-guard.js'
 import type { Outage } from './service/outage.js'
 import type { FillLimiter } from './cache/fill-limiter.js'
 import type { CacheStoreApi, KindStats } from './cache/store-api.js'
+import type { UploadPackSplit } from './cache/upload-pack-split.js'
 
 export interface MetricsSources {
   store: CacheStoreApi
@@ -31,6 +32,7 @@ export class Metrics {
   readonly #outageAnswers: Counter
   #src: MetricsSources | undefined
   #outage: Outage | undefined
+  #split: UploadPackSplit | undefined
 
   /** Sources are attached once they exist (`attach`); until then their metrics are absent. */
   constructor() {
@@ -93,6 +95,25 @@ export class Metrics {
     fromTotals('scm_cache_misses_total', 'Requests that started a fill', (k) => k.misses, 'counter')
     fromTotals('scm_cache_joins_total', 'Requests that joined a fill in flight', (k) => k.joins, 'counter')
     fromTotals('scm_cache_bypasses_total', 'Cacheable-kind requests sent around the cache', (k) => k.bypasses, 'counter')
+    const split = (): UploadPackSplit | undefined => this.#split
+    new Counter({
+      name: 'scm_cache_upload_pack_answers_total',
+      help: 'Upload-pack answers from the cache by what was asked (clone, fetch: an incremental fetch, each negotiation round counted) and how (hit, miss, join)',
+      labelNames: ['what', 'how'],
+      registers: [r],
+      collect() {
+        this.reset()
+        const s = split()
+        if (s === undefined) return
+        const t = s.snapshot().totals
+        this.inc({ what: 'clone', how: 'hit' }, t.cloneHits)
+        this.inc({ what: 'clone', how: 'miss' }, t.cloneMisses)
+        this.inc({ what: 'clone', how: 'join' }, t.cloneJoins)
+        this.inc({ what: 'fetch', how: 'hit' }, t.fetchHits)
+        this.inc({ what: 'fetch', how: 'miss' }, t.fetchMisses)
+        this.inc({ what: 'fetch', how: 'join' }, t.fetchJoins)
+      },
+    })
     new Counter({
       name: 'scm_cache_evictions_total',
       help: 'Entries evicted to keep the cache under scm-cache.max.size',
@@ -148,6 +169,11 @@ export class Metrics {
   /** The upstream's reachability, as `scm_cache_upstream_reachable`. */
   attachOutage(outage: Outage): void {
     this.#outage = outage
+  }
+
+  /** The clone/fetch split of upload-pack answers (scm_cache_upload_pack_answers_total). */
+  attachSplit(split: UploadPackSplit): void {
+    this.#split = split
   }
 
   observeRequest(o: RequestObservation): void {

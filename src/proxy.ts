@@ -25,6 +25,7 @@ import { HttpGitService } from './service/http-git.js'
 import { webhookPlugin } from './front/webhook.js'
 import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
+import { UploadPackSplit } from './cache/upload-pack-split.js'
 import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './settings.js'
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
@@ -152,12 +153,15 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const limiter = new FillLimiter(FILL_LIMITS)
   metrics.attach({ store, limiter, disk })
   const registry = metrics.registry
+  const split = new UploadPackSplit()
+  metrics.attachSplit(split)
   const uploadPack = new UploadPackService({
     store,
     limiter,
     settings,
     admit: () => disk.admit(),
     log: log.child({ component: 'upload-pack' }),
+    split,
   })
   const invalidation = new Invalidation(store)
   const refs = new RefsService({ store, settings, admit: () => disk.admit(), log: log.child({ component: 'refs' }) })
@@ -238,6 +242,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
         persistence,
         outage: () => outage.status(),
         log: log.child({ component: 'rest' }),
+        split,
       })
       // --- end REST API ---
     },

@@ -20,6 +20,9 @@ const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', '
 export default (testFile) => {
   if (/^test\/unit\/cache\/store(?:-[a-z]+)?\.test\.ts$/.test(testFile)) return storeParts
   if (testFile === 'test/unit/service/outage.test.ts') return ['src/service/outage.ts', 'src/service/outage-progress.ts', 'src/cache/last-good.ts']
+  // Suites of one aspect of a module: policy-fetch (src/cache/policy.ts), upload-pack-response-negotiation.
+  const aspect = /^test\/unit\/(cache\/policy|protocol\/upload-pack-response)-[a-z]+\.test\.ts$/.exec(testFile)
+  if (aspect !== null) return [`src/${aspect[1]}.ts`]
   const unit = /^test\/unit\/(.+?)(?:\.[a-z-]+)?\.test\.ts$/.exec(testFile)
   if (unit !== null) return [`src/${unit[1]}.ts`]
   if (testFile.startsWith('test/integration/')) return requestPath

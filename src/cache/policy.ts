@@ -21,16 +21,24 @@ export type UploadPackDecision =
       objectFormat: 'sha1' | 'sha256'
       /** false for the first step of v0/v1's depth exchange over HTTP: the answer is only the shallow list. */
       expectPack: boolean
+      /** An incremental fetch (haves, or an already-shallow client), keyed by `fetchCacheKey`. */
+      fetch: boolean
+      /**
+       * A negotiation round (haves without `done`): the answer may end after
+       * the acknowledgments, without a pack (UploadPackResponseChecker's
+       * `negotiation` option).
+       */
+      negotiation: boolean
+      /** v0/v1 `no-done`: a `ready` in a negotiation round is followed by the pack. */
+      noDone: boolean
     }
 
 
 /** Decide for a v0/v1 `POST git-upload-pack` body (or the client's side of an ssh v0 conversation). */
 export function decideUploadPackV1(repo: string, req: UploadPackRequestV1): UploadPackDecision {
   if (req.wants.length === 0) return no('no wants')
-  if (req.haves.length > 0) return no('fetch with haves')
-  if (req.shallows.length > 0) return no('client is already shallow')
+  if (isFetchV1(req)) return decideFetchV1(repo, req)
   if (req.deepenNot.length > 0) return no('deepen-not names a ref')
-  if (req.deepenRelative) return no('deepen-relative')
   const hasDepth = req.deepen !== null || req.deepenSince !== null
   if (!req.done && !hasDepth) return no('negotiation without done')
   const objectFormat = objectFormatOf(req.capabilities)
@@ -44,6 +52,9 @@ export function decideUploadPackV1(repo: string, req: UploadPackRequestV1): Uplo
     sideband,
     objectFormat,
     expectPack,
+    fetch: false,
+    negotiation: false,
+    noDone: false,
     key: cacheKey({
       repo,
       family: 'v0',
@@ -63,10 +74,7 @@ export function decideUploadPackV1(repo: string, req: UploadPackRequestV1): Uplo
 /** Decide for a v2 `command=fetch` request. */
 export function decideFetchV2(repo: string, capabilities: string[], args: FetchArgsV2): UploadPackDecision {
   if (args.wants.length === 0) return no('no wants')
-  if (args.haves.length > 0) return no('fetch with haves')
-  if (args.shallows.length > 0) return no('client is already shallow')
   if (args.deepenNot.length > 0) return no('deepen-not names a ref')
-  if (args.deepenRelative) return no('deepen-relative')
   if (args.wantRefs.length > 0) return no('want-ref names refs')
   if (args.packfileUris !== null) return no('packfile-uris')
   if (args.sidebandAll) return no('sideband-all')
@@ -74,24 +82,125 @@ export function decideFetchV2(repo: string, capabilities: string[], args: FetchA
   if (capabilities.some((c) => c.startsWith('server-option='))) return no('server-option')
   const objectFormat = objectFormatOf(capabilities)
   if (objectFormat === null) return no('unknown object-format')
+  const parts = {
+    repo,
+    family: 'v2' as const,
+    step: 'pack' as const,
+    objectFormat,
+    wants: args.wants,
+    sideband: 'side-band-64k' as const,
+    ofsDelta: args.ofsDelta,
+    includeTag: args.includeTag,
+    deepen: args.deepen,
+    deepenSince: args.deepenSince,
+    filter: args.filter,
+  }
+  const fetch = args.haves.length > 0 || args.shallows.length > 0 || args.deepenRelative
+  // With haves and without `done`, the answer is the acknowledgments, and
+  // the pack only if they end in `ready` (upload_pack_v2, send_acks).
+  const negotiation = args.haves.length > 0 && !args.done
   return {
     cacheable: true,
     family: 'v2',
     sideband: 'side-band-64k',
     objectFormat,
     expectPack: true,
-    key: cacheKey({
+    fetch,
+    negotiation,
+    noDone: false,
+    key: fetch
+      ? fetchCacheKey({
+          ...parts,
+          step: negotiation ? 'negotiation' : 'pack',
+          deepenRelative: args.deepenRelative,
+          haves: args.haves,
+          shallows: args.shallows,
+          thinPack: args.thinPack,
+          multiAck: null,
+          noDone: null,
+          done: args.done,
+          waitForDone: args.waitForDone,
+        })
+      : cacheKey(parts),
+  }
+}
+
+/**
+ * An incremental fetch (DESIGN §2): haves, or an already-shallow client
+ * (`shallow` lines; `deepen-relative` only means something with them).
+ */
+function isFetchV1(req: UploadPackRequestV1): boolean {
+  return req.haves.length > 0 || req.shallows.length > 0 || req.deepenRelative
+}
+
+/** The multi-ack mode a v0/v1 request chose (upload-pack: `multi_ack_detailed` wins). */
+export function multiAckOf(capabilities: string[]): MultiAck {
+  if (capabilities.includes('multi_ack_detailed')) return 'multi_ack_detailed'
+  if (capabilities.includes('multi_ack')) return 'multi_ack'
+  return 'none'
+}
+
+export type MultiAck = 'none' | 'multi_ack' | 'multi_ack_detailed'
+
+/**
+ * A v0/v1 fetch, one stateless request of it (docs/protocol.md):
+ * - haves then `done`: the last ACK and the pack;
+ * - haves then one flush: a negotiation round, answered with ACK lines and
+ *   a final NAK (with `no-done`, after `ready`, the pack too); needs a
+ *   multi-ack mode, or nothing marks the end of the answer;
+ * - no haves and no `done` (a shallow client's first POST): the shallow list.
+ */
+function decideFetchV1(repo: string, req: UploadPackRequestV1): UploadPackDecision {
+  if (req.deepenNot.length > 0) return no('deepen-not names a ref')
+  const objectFormat = objectFormatOf(req.capabilities)
+  if (objectFormat === null) return no('unknown object-format')
+  const multiAck = multiAckOf(req.capabilities)
+  const haves = req.haves.length > 0
+  let step: FetchStep
+  if (req.done) {
+    // A flush before `done` ends a stateless request there.
+    if (req.haveFlushes > 0) return no('flush before done')
+    step = 'pack'
+  } else if (haves) {
+    if (req.haveFlushes !== 1) return no(req.haveFlushes === 0 ? 'haves without a closing flush' : 'more than one negotiation round')
+    if (multiAck === 'none') return no('negotiation without multi_ack')
+    step = 'negotiation'
+  } else {
+    if (req.haveFlushes > 0) return no('flush after the want list')
+    step = 'shallow-list'
+  }
+  const sideband = sidebandOf(req.capabilities)
+  const caps = new Set(req.capabilities.map((c) => c.split('=')[0]))
+  const noDone = caps.has('no-done')
+  return {
+    cacheable: true,
+    family: 'v0',
+    sideband,
+    objectFormat,
+    expectPack: step !== 'shallow-list',
+    fetch: true,
+    negotiation: step === 'negotiation',
+    noDone,
+    key: fetchCacheKey({
       repo,
-      family: 'v2',
-      step: 'pack',
+      family: 'v0',
+      step,
       objectFormat,
-      wants: args.wants,
-      sideband: 'side-band-64k',
-      ofsDelta: args.ofsDelta,
-      includeTag: args.includeTag,
-      deepen: args.deepen,
-      deepenSince: args.deepenSince,
-      filter: args.filter,
+      wants: req.wants,
+      sideband,
+      ofsDelta: caps.has('ofs-delta'),
+      includeTag: caps.has('include-tag'),
+      deepen: req.deepen,
+      deepenSince: req.deepenSince,
+      deepenRelative: req.deepenRelative,
+      filter: req.filter,
+      haves: req.haves,
+      shallows: req.shallows,
+      thinPack: caps.has('thin-pack'),
+      multiAck,
+      noDone,
+      done: req.done,
+      waitForDone: null,
     }),
   }
 }
@@ -131,6 +240,56 @@ export function cacheKey(p: KeyParts): string {
     p.deepenSince,
     p.filter,
     wants,
+  ])
+}
+
+export type FetchStep = 'pack' | 'shallow-list' | 'negotiation'
+
+export interface FetchKeyParts extends Omit<KeyParts, 'step'> {
+  step: FetchStep
+  deepenRelative: boolean
+  haves: string[]
+  shallows: string[]
+  thinPack: boolean
+  /** v0/v1 only (null for v2). */
+  multiAck: MultiAck | null
+  /** v0/v1 only (null for v2). */
+  noDone: boolean | null
+  done: boolean
+  /** v2 only (null for v0/v1). */
+  waitForDone: boolean | null
+}
+
+/**
+ * The key of an incremental fetch (DESIGN §2, docs/protocol.md): a clone's
+ * elements plus the sorted, de-duplicated sets of haves and shallow lines,
+ * and what changes the answer once haves are present (`thin-pack`, the
+ * multi-ack mode, `no-done`, `done`, `wait-for-done`, `deepen-relative`).
+ * Its own prefix: it never equals a clone key.
+ */
+export function fetchCacheKey(p: FetchKeyParts): string {
+  const set = (ids: string[]): string[] => [...new Set(ids)].sort()
+  return hashKey([
+    'upload-pack-fetch/1',
+    p.repo,
+    p.family,
+    p.step,
+    p.objectFormat,
+    p.sideband,
+    p.ofsDelta,
+    p.includeTag,
+    p.deepen,
+    p.deepenSince,
+    p.deepenRelative,
+    p.filter,
+    set(p.wants),
+    set(p.haves),
+    set(p.shallows),
+    p.thinPack,
+    p.multiAck,
+    p.noDone,
+    p.done,
+    p.waitForDone,
   ])
 }
 

@@ -213,6 +213,13 @@ export const KEY_SPECS = Object.freeze([
     description: 'Cache clones (upload-pack responses).',
     mutable: true,
   }),
+  required('scm-cache.upload-pack.fetch.enabled', {
+    at: 'cache.uploadPackFetchEnabled',
+    validator: v.boolean,
+    default: 'true',
+    description: 'Cache incremental fetches too (haves, already-shallow clients), when clones are cached.',
+    mutable: true,
+  }),
   required('scm-cache.upload-pack.ttl', {
     at: 'cache.uploadPackTtl',
     validator: v.seconds,

@@ -24,7 +24,9 @@
  * with the shallow list, which git expects before it says `done`: that part
  * is sent first, then the client's next packet decides: `done` gets the rest
  * of the cached answer; anything else is replayed to session A (whose own
- * shallow list is dropped, the client already has it) and piped.
+ * shallow list is dropped, the client already has it) and piped. An
+ * already-shallow client (`shallow` lines) negotiates next, so it passes
+ * through whole from its want section on.
  *
  * v0/v1 `ls-remote` (an empty want list) is answered locally when session A
  * was never opened: upload-pack has nothing more to say.
@@ -350,8 +352,10 @@ class GitSession {
     }
     const wantSection = concatFrames(wants)
     let depth: boolean
+    let shallowClient: boolean
     try {
       const req = parseUploadPackRequestV1(wantSection)
+      shallowClient = req.shallows.length > 0 || req.deepenRelative
       // Whenever upload-pack answers the want section with a shallow list
       // (receive_needs), git waits for it before saying anything more.
       depth =
@@ -370,6 +374,12 @@ class GitSession {
       // so without a session A there is nothing to ask the upstream.
       if (this.#up === null) await this.#finish(0)
       else await this.#passV0([wantSection], false)
+      return
+    }
+    if (shallowClient) {
+      // An already-shallow client negotiates (haves) next: v0/v1 over ssh
+      // keeps that state in one upload-pack, so it passes through whole.
+      await this.#passV0([wantSection], false)
       return
     }
     if (depth) {

@@ -44,6 +44,16 @@ export interface UploadPackResponseCheckerOptions {
   objectFormat?: ObjectFormat
   /** v2 with the `sideband-all` argument: every packet but flush/delim carries a channel byte. */
   sidebandAll?: boolean
+  /**
+   * A negotiation round (haves without `done`): the answer may be complete
+   * without a pack. v2: an `acknowledgments` section without `ready`, then
+   * `0000`. v0/v1 (stateless): the optional shallow list, then ACK lines
+   * ending in `NAK`, then the end of the body (upload-pack exits there).
+   * See docs/protocol.md.
+   */
+  negotiation?: boolean
+  /** v0/v1 `no-done`: an `ACK <oid> ready` in a negotiation round is followed by `ACK <oid>` and the pack. */
+  noDone?: boolean
 }
 
 export type UploadPackResponseResult =
@@ -94,6 +104,13 @@ export class UploadPackResponseChecker {
   readonly #expectPack: boolean
   readonly #sidebandAll: boolean
   readonly #oidLength: number
+  readonly #negotiation: boolean
+  readonly #noDone: boolean
+  /** v0: the last acknowledgment line, and whether one said `ready`. */
+  #lastAck: 'NAK' | 'ACK' | null = null
+  #sawReady = false
+  /** v2: the answer ended with the acknowledgments section (no `ready`). */
+  #acksOnly = false
   readonly #framer = new PktLineFramer()
   readonly #pack: PackVerifier
   readonly #shallow: string[] = []
@@ -107,6 +124,8 @@ export class UploadPackResponseChecker {
     this.#sideband = opts.protocol === 'v2' ? 'side-band-64k' : opts.sideband
     this.#expectPack = opts.expectPack
     this.#sidebandAll = opts.protocol === 'v2' && opts.sidebandAll === true
+    this.#negotiation = opts.negotiation === true
+    this.#noDone = opts.noDone === true
     const format = opts.objectFormat ?? 'sha1'
     this.#oidLength = format === 'sha256' ? 64 : 40
     this.#pack = new PackVerifier(format)
@@ -142,6 +161,9 @@ export class UploadPackResponseChecker {
   #finish(): UploadPackResponseResult {
     if (this.#failure !== null) return { ok: false, reason: this.#failure }
     const state = this.#state.at
+    if (this.#negotiationComplete()) {
+      return { ok: true, packObjects: 0, shallow: this.#shallow, unshallow: this.#unshallow }
+    }
     if (state !== 'end' && state !== 'v0-raw-pack') {
       const inside =
         this.#framer.pending > 0
@@ -169,6 +191,18 @@ export class UploadPackResponseChecker {
       shallow: this.#shallow,
       unshallow: this.#unshallow,
     }
+  }
+
+  /** A negotiation round's answer that is complete without a pack (see the option). */
+  #negotiationComplete(): boolean {
+    if (!this.#negotiation || this.#packSeen) return false
+    if (this.#state.at === 'end') return this.#acksOnly
+    return (
+      this.#state.at === 'v0-acks' &&
+      this.#framer.pending === 0 &&
+      this.#lastAck === 'NAK' &&
+      !(this.#noDone && this.#sawReady)
+    )
   }
 
   #fail(reason: string): never {
@@ -327,7 +361,10 @@ export class UploadPackResponseChecker {
     }
     const text = this.#text(frame)
     this.#state = { at: 'v0-acks' }
-    if (text === 'NAK') return true
+    if (text === 'NAK') {
+      this.#lastAck = 'NAK'
+      return true
+    }
     const parts = text.split(' ')
     const [ack, oid, status] = parts
     if (
@@ -338,6 +375,8 @@ export class UploadPackResponseChecker {
         (parts.length === 3 &&
           (status === 'common' || status === 'ready' || status === 'continue')))
     ) {
+      this.#lastAck = 'ACK'
+      if (status === 'ready') this.#sawReady = true
       return true
     }
     return this.#badLine(frame, text)
@@ -436,6 +475,10 @@ export class UploadPackResponseChecker {
           `flush after the ${state.section} section at offset ${frame.offset} (expected 0001)`,
         )
       }
+      if (state.ready) {
+        this.#fail(`flush after "ready" at offset ${frame.offset} (expected 0001 and the pack)`)
+      }
+      this.#acksOnly = true
       this.#state = { at: 'end' }
       return true
     }

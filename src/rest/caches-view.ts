@@ -11,6 +11,7 @@ import type { KindStats, RepoStats } from '../cache/store.js'
 import type { Protocol } from '../config/load.js'
 import { projectAndSlug, toRepoPath, type RepoPath } from '../repository.js'
 import { badValue } from './errors.js'
+import { addSplit, emptySplit, type SplitFigures } from '../cache/upload-pack-split.js'
 
 const Count = { type: 'integer', minimum: 0 } as const satisfies JSONSchema
 
@@ -34,6 +35,23 @@ export const KindFigures = {
 } as const satisfies JSONSchema
 export type KindFigures = FromSchema<typeof KindFigures>
 
+/** The upload-pack figures, with the answers from the cache split into clones and incremental fetches. */
+export const UploadPackFigures = {
+  type: 'object',
+  required: [...KindFigures.required, 'cloneHits', 'cloneMisses', 'cloneJoins', 'fetchHits', 'fetchMisses', 'fetchJoins'],
+  properties: {
+    ...KindFigures.properties,
+    cloneHits: { type: 'integer', minimum: 0, description: 'hits of clone entries (wants, no haves)' },
+    cloneMisses: { type: 'integer', minimum: 0, description: 'misses of clone entries' },
+    cloneJoins: { type: 'integer', minimum: 0, description: 'joins of clone fills' },
+    fetchHits: { type: 'integer', minimum: 0, description: 'hits of incremental-fetch entries (haves or shallow lines; each negotiation round counts)' },
+    fetchMisses: { type: 'integer', minimum: 0, description: 'misses of incremental-fetch entries' },
+    fetchJoins: { type: 'integer', minimum: 0, description: 'joins of incremental-fetch fills' },
+  },
+  additionalProperties: false,
+} as const satisfies JSONSchema
+export type UploadPackFigures = FromSchema<typeof UploadPackFigures>
+
 export const RepositoryFigures = {
   type: 'object',
   required: ['projectKey', 'repoSlug', 'refs', 'uploadPack'],
@@ -41,7 +59,7 @@ export const RepositoryFigures = {
     projectKey: { type: 'string', description: 'every path segment before the last (slashes included), path prefix removed' },
     repoSlug: { type: 'string', description: 'the last path segment without .git' },
     refs: KindFigures,
-    uploadPack: KindFigures,
+    uploadPack: UploadPackFigures,
   },
   additionalProperties: false,
 } as const satisfies JSONSchema
@@ -59,7 +77,7 @@ export const CachesFigures = {
     totals: {
       type: 'object',
       required: ['refs', 'uploadPack'],
-      properties: { refs: KindFigures, uploadPack: KindFigures },
+      properties: { refs: KindFigures, uploadPack: UploadPackFigures },
       additionalProperties: false,
     },
     repositories: { type: 'array', items: RepositoryFigures },
@@ -123,6 +141,10 @@ export function kindFigures(k: KindStats): KindFigures {
   }
 }
 
+function uploadPackFigures(k: KindStats, split: SplitFigures | undefined): UploadPackFigures {
+  return { ...kindFigures(k), ...(split ?? emptySplit()) }
+}
+
 /** The REST name of a store repository path. */
 export function restName(repo: string, pathPrefix: string): { projectKey: string; repoSlug: string } {
   return projectAndSlug(repo as RepoPath, pathPrefix) // store repositories were validated RepoPaths when cached
@@ -132,21 +154,30 @@ export function restName(repo: string, pathPrefix: string): { projectKey: string
  * One element per REST name, sorted by projectKey then repoSlug. Store paths
  * that share a REST name (`PROJ/app.git` and `PROJ/app`) are added up.
  */
-export function repositoriesFigures(repos: ReadonlyMap<string, RepoStats>, pathPrefix: string): RepositoryFigures[] {
-  const byName = new Map<string, { projectKey: string; repoSlug: string; stats: RepoStats }>()
+export function repositoriesFigures(
+  repos: ReadonlyMap<string, RepoStats>,
+  pathPrefix: string,
+  split: ReadonlyMap<string, SplitFigures> = new Map(),
+): RepositoryFigures[] {
+  const byName = new Map<string, { projectKey: string; repoSlug: string; stats: RepoStats; split: SplitFigures }>()
   for (const [repo, stats] of repos) {
     const name = restName(repo, pathPrefix)
     const id = `${name.projectKey}/${name.repoSlug}`
     const seen = byName.get(id)
-    byName.set(id, { ...name, stats: seen === undefined ? stats : addRepoStats(seen.stats, stats) })
+    const own = split.get(repo) ?? emptySplit()
+    byName.set(id, {
+      ...name,
+      stats: seen === undefined ? stats : addRepoStats(seen.stats, stats),
+      split: seen === undefined ? own : addSplit(seen.split, own),
+    })
   }
   return [...byName.values()]
     .sort((a, b) => compare(a.projectKey, b.projectKey) || compare(a.repoSlug, b.repoSlug))
-    .map(({ projectKey, repoSlug, stats }) => ({
+    .map(({ projectKey, repoSlug, stats, split: own }) => ({
       projectKey,
       repoSlug,
       refs: kindFigures(stats.refs),
-      uploadPack: kindFigures(stats.uploadPack),
+      uploadPack: uploadPackFigures(stats.uploadPack, own),
     }))
 }
 
@@ -158,6 +189,8 @@ export interface CachesInputs {
   repos: ReadonlyMap<string, RepoStats>
   pathPrefix: string
   outage?: OutageStatus
+  /** The clone/fetch split (UploadPackSplit); zeros when absent. */
+  split?: { repos: ReadonlyMap<string, SplitFigures>; totals: SplitFigures }
 }
 
 export function cachesFigures(input: CachesInputs): CachesFigures {
@@ -166,8 +199,8 @@ export function cachesFigures(input: CachesInputs): CachesFigures {
     freeSpace: input.disk.freeSpace,
     minimumFreeSpace: input.disk.minimumFreeSpace,
     maxSize: input.maxSize,
-    totals: { refs: kindFigures(input.totals.refs), uploadPack: kindFigures(input.totals.uploadPack) },
-    repositories: repositoriesFigures(input.repos, input.pathPrefix),
+    totals: { refs: kindFigures(input.totals.refs), uploadPack: uploadPackFigures(input.totals.uploadPack, input.split?.totals) },
+    repositories: repositoriesFigures(input.repos, input.pathPrefix, input.split?.repos),
     ...(input.outage === undefined ? {} : { outage: { ...input.outage, since: isoSecond(input.outage.since) } }),
   }
 }
@@ -236,16 +269,19 @@ export function repositoryFigures(
   repos: ReadonlyMap<string, RepoStats>,
   name: RestRepoName,
   pathPrefix: string,
+  split: ReadonlyMap<string, SplitFigures> = new Map(),
 ): RepositoryFigures | null {
   const matches = reposNamed(repos.keys(), name, pathPrefix)
   let sum: RepoStats | null = null
+  let splitSum = emptySplit()
   for (const repo of matches) {
     const s = repos.get(repo)
     if (s !== undefined) sum = sum === null ? s : addRepoStats(sum, s)
+    splitSum = addSplit(splitSum, split.get(repo) ?? emptySplit())
   }
   const first = matches[0]
   if (sum === null || first === undefined) return null
-  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: kindFigures(sum.uploadPack) }
+  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: uploadPackFigures(sum.uploadPack, splitSum) }
 }
 
 function addRepoStats(a: RepoStats, b: RepoStats): RepoStats {

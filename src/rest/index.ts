@@ -30,6 +30,7 @@ import { OverrideWriter } from './overrides.js'
 import { refusedMessage } from './params.js'
 import { registerCachesRoutes } from './routes/caches.js'
 import type { OutageStatus } from '../service/outage.js'
+import type { UploadPackSplit } from '../cache/upload-pack-split.js'
 import { registerConfigRoutes } from './routes/config.js'
 
 export interface RestOptions {
@@ -41,6 +42,8 @@ export interface RestOptions {
   log: Log
   /** The upstream outage state (DESIGN §3.10), shown in /caches. */
   outage?: () => OutageStatus
+  /** The clone/fetch split of upload-pack answers (GET /caches). */
+  split?: UploadPackSplit
 }
 
 const MAX_IGNORED_BODY = 64 * 1024
@@ -108,6 +111,7 @@ export const restPlugin: FastifyPluginAsync<RestOptions> = async (fastify, opts)
     log,
     callerOf,
     ...(opts.outage === undefined ? {} : { outage: opts.outage }),
+    ...(opts.split === undefined ? {} : { split: opts.split }),
   })
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())

@@ -6,7 +6,11 @@
  *
  * The front has proven the client's access first (service/access.ts,
  * DESIGN §3.1). Then:
- *   1. policy (pure): cacheable? key?
+ *   1. policy (pure): cacheable? key? A clone, or an incremental fetch
+ *      (haves, already-shallow clients: each stateless request, negotiation
+ *      rounds included, is a whole request with its own entry; see
+ *      docs/protocol.md), the latter only with
+ *      `scm-cache.upload-pack.fetch.enabled`.
  *   2. the store: hit, join, or miss (fill under the FillLimiter).
  */
 import type { Log } from '../logger.js'
@@ -18,6 +22,7 @@ import { UploadPackResponseChecker } from '../protocol/upload-pack-response.js'
 import { parseUploadPackRequestV1 } from '../protocol/v1/upload-pack-request.js'
 import { parseCommandRequestV2, parseFetchArgsV2 } from '../protocol/v2/command-request.js'
 import type { Settings } from '../settings.js'
+import type { UploadPackSplit } from '../cache/upload-pack-split.js'
 
 import { UPLOAD_PACK_RESULT } from '../upstream/http-git.js'
 
@@ -40,6 +45,8 @@ export interface UploadPackServiceDeps {
   /** Whether new entries may be written now (the disk guard). */
   admit: () => boolean
   log: Log
+  /** Counts each answer from the cache as a clone's or a fetch's (REST, metrics). */
+  split?: UploadPackSplit
 }
 
 
@@ -75,8 +82,12 @@ export class UploadPackService {
       store.recordBypass(req.repo, 'upload-pack')
       return { kind: 'pass', reason: decision.reason }
     }
+    if (decision.fetch && !settings.get('uploadPackFetchEnabled')) {
+      store.recordBypass(req.repo, 'upload-pack')
+      return { kind: 'pass', reason: 'fetch caching disabled' }
+    }
 
-    return openOrPass(store, this.#d.log, {
+    const answer = await openOrPass(store, this.#d.log, {
       key: decision.key,
       kind: 'upload-pack',
       repo: req.repo,
@@ -89,9 +100,13 @@ export class UploadPackService {
             sideband: decision.sideband,
             expectPack: decision.expectPack,
             objectFormat: decision.objectFormat,
+            negotiation: decision.negotiation,
+            noDone: decision.noDone,
           })
           return fillChecked(req, checker, sink, signal, this.#d.log, { contentType: UPLOAD_PACK_RESULT })
         }),
     })
+    if (answer.kind === 'body') this.#d.split?.record(req.repo, decision.fetch ? 'fetch' : 'clone', answer.how)
+    return answer
   }
 }

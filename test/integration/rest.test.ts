@@ -245,7 +245,7 @@ void t.test('caches: figures, enabled and disabledReason', async (t) => {
     totals: { refs: empty, uploadPack: empty },
     repositories: [],
   })
-  t.same(Object.keys(first), ['enabled', 'disabledReason', 'freeSpace', 'minimumFreeSpace', 'maxSize', 'totals', 'repositories'])
+  t.same(Object.keys(first), ['enabled', 'disabledReason', 'freeSpace', 'minimumFreeSpace', 'maxSize', 'totals', 'repositories', 'outage'])
 
   await call(proxy.url, 'PUT', '/config/upload-pack/enabled/false')
   t.match(await caches(), { enabled: false, disabledReason: 'caching disabled by an administrator' }, 'both kinds off (refs off by default)')
@@ -334,6 +334,8 @@ void t.test('credentials: HTTP Basic, 401 without or with wrong ones, openapi.js
     '/config/refs/ttl/{expiryInSec}',
     '/config/upload-pack/enabled',
     '/config/upload-pack/enabled/{status}',
+    '/config/upload-pack/fetch/enabled',
+    '/config/upload-pack/fetch/enabled/{status}',
     '/config/upload-pack/ttl',
     '/config/upload-pack/ttl/{expiryInSec}',
   ])

@@ -46,6 +46,12 @@ export interface UploadPackRequestV1 {
   done: boolean
   /** The want section was closed by a flush (false for an empty or cut-off body). */
   flushesAfterWants: boolean
+  /**
+   * Flushes after the one that closed the want section. A stateless
+   * upload-pack answers the first of them and exits, so a cacheable
+   * negotiation round has exactly one (and no `done`).
+   */
+  haveFlushes: number
 }
 
 type State = 'wants' | 'haves' | 'done' | 'empty'
@@ -86,6 +92,7 @@ export function parseUploadPackRequestV1(body: Buffer): UploadPackRequestV1 {
     haves: [],
     done: false,
     flushesAfterWants: false,
+    haveFlushes: 0,
   }
   const framer = new PktLineFramer()
   framer.write(body)
@@ -109,6 +116,8 @@ export function parseUploadPackRequestV1(body: Buffer): UploadPackRequestV1 {
       if (state === 'wants') {
         req.flushesAfterWants = true
         state = req.wants.length === 0 ? 'empty' : 'haves'
+      } else {
+        req.haveFlushes++
       }
       continue
     }

@@ -8,6 +8,7 @@ import type { FastifyRequest } from 'fastify'
 import type { DiskGuard } from '../../cache/disk-guard.js'
 import type { OutageStatus } from '../../service/outage.js'
 import type { CacheStoreApi } from '../../cache/store-api.js'
+import type { UploadPackSplit } from '../../cache/upload-pack-split.js'
 import type { Config } from '../../config/load.js'
 import type { Log } from '../../logger.js'
 import type { Settings } from '../../settings.js'
@@ -34,12 +35,14 @@ export interface CachesRouteDeps {
   log: Log
   callerOf: CallerOf
   outage?: () => OutageStatus
+  /** The clone/fetch split of upload-pack answers. */
+  split?: UploadPackSplit
 }
 
 const NOT_FOUND = errorSchema('the cache knows no such repository')
 
 export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void {
-  const { settings, store, disk, config, log, callerOf, outage } = deps
+  const { settings, store, disk, config, log, callerOf, outage, split } = deps
   const pathPrefix = config.upstream.pathPrefix
   const tags = ['caches']
 
@@ -66,6 +69,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
         repos: stats.repos,
         pathPrefix,
         ...(outage === undefined ? {} : { outage: outage() }),
+        ...(split === undefined ? {} : { split: split.snapshot() }),
       })
     },
   )
@@ -82,7 +86,7 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
   )
 
   const showOne = (name: RestRepoName): RepositoryFigures => {
-    const figures = repositoryFigures(store.stats().repos, name, pathPrefix)
+    const figures = repositoryFigures(store.stats().repos, name, pathPrefix, split?.snapshot().repos)
     if (figures === null) throw notFound(`the cache knows no repository ${shownName(name)}`)
     return figures
   }

@@ -89,13 +89,9 @@ export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void 
     },
   )
 
-  for (const kind of [
-    { path: 'refs', enabled: 'refsEnabled', ttl: 'refsTtl', what: 'ref advertisements' },
-    { path: 'upload-pack', enabled: 'uploadPackEnabled', ttl: 'uploadPackTtl', what: 'clones (upload-pack responses)' },
-  ] as const) {
+  /** GET, PUT and DELETE of `/config/<path>/enabled` for a boolean run-time setting. */
+  const enabledRoutes = (kind: { path: string; enabled: 'refsEnabled' | 'uploadPackEnabled' | 'uploadPackFetchEnabled'; what: string }): void => {
     const enabledKey = SETTING_KEYS[kind.enabled]
-    const ttlKey = SETTING_KEYS[kind.ttl]
-
     app.get(
       `/config/${kind.path}/enabled`,
       {
@@ -141,7 +137,14 @@ export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void 
         return reply.code(204).send(null)
       },
     )
+  }
 
+  for (const kind of [
+    { path: 'refs', enabled: 'refsEnabled', ttl: 'refsTtl', what: 'ref advertisements' },
+    { path: 'upload-pack', enabled: 'uploadPackEnabled', ttl: 'uploadPackTtl', what: 'clones (upload-pack responses)' },
+  ] as const) {
+    enabledRoutes(kind)
+    const ttlKey = SETTING_KEYS[kind.ttl]
     app.get(
       `/config/${kind.path}/ttl`,
       {
@@ -188,6 +191,9 @@ export function registerConfigRoutes(app: RestApp, deps: ConfigRouteDeps): void 
       },
     )
   }
+
+  // Incremental fetches (DESIGN §2): a switch only; their entries share upload-pack's TTL.
+  enabledRoutes({ path: 'upload-pack/fetch', enabled: 'uploadPackFetchEnabled', what: 'incremental fetches (haves, already-shallow clients)' })
 }
 
 /** `current` with `protocol` added or removed, in canonical order. */

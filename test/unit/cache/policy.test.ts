@@ -240,7 +240,7 @@ void t.test('decideUploadPackV1 on real git 2.39 bodies', async (t) => {
   t.not(keyOf(preflight), keyOf(final), 'the two depth steps are apart')
   t.match(decideV1(body('v0-filter/02')), { cacheable: true }, 'filter clone')
   t.match(decideV1(body('v0-since/02')), { cacheable: true, expectPack: false }, 'shallow-since preflight')
-  t.match(decideV1(body('v0-fetch/02')), { cacheable: false, reason: 'fetch with haves' }, 'incremental fetch')
+  t.match(decideV1(body('v0-fetch/02')), { cacheable: true, fetch: true, negotiation: false, expectPack: true }, 'incremental fetch (policy-fetch.test.ts)')
 })
 
 void t.test('decideUploadPackV1: what a cacheable decision says', async (t) => {
@@ -265,21 +265,18 @@ void t.test('decideUploadPackV1: every reason not to cache', async (t) => {
   const cases: { name: string; body: Buffer; reason: string }[] = [
     { name: 'a lone flush', body: FLUSH, reason: 'no wants' },
     { name: 'an empty body', body: Buffer.alloc(0), reason: 'no wants' },
-    { name: 'haves', body: v1Body(v1With({ haves: [repo.mainParent] })), reason: 'fetch with haves' },
-    { name: 'haves without done', body: v1Body(v1With({ haves: [repo.mainParent], done: false })), reason: 'fetch with haves' },
-    { name: 'shallow lines', body: v1Body(v1With({ lines: [`shallow ${repo.mainParent}`, 'deepen 1'] })), reason: 'client is already shallow' },
+    // Haves and shallow lines are incremental fetches: policy-fetch.test.ts.
+    { name: 'haves without done or flush', body: v1Body(v1With({ haves: [repo.mainParent], done: false })), reason: 'haves without a closing flush' },
     { name: 'deepen-not', body: v1Body(v1With({ lines: ['deepen-not refs/heads/old'] })), reason: 'deepen-not names a ref' },
-    { name: 'deepen-relative capability', body: v1Body(v1With({ caps: capsWith('deepen-relative'), lines: ['deepen 1'] })), reason: 'deepen-relative' },
-    { name: 'deepen-relative line', body: v1Body(v1With({ lines: ['deepen-relative', 'deepen 1'] })), reason: 'deepen-relative' },
     { name: 'negotiation without done', body: v1Body(v1With({ done: false })), reason: 'negotiation without done' },
     { name: 'object-format=sha512', body: v1Body(v1With({ caps: capsWith('object-format=sha512') })), reason: 'unknown object-format' },
     { name: 'object-format= empty', body: v1Body(v1With({ caps: capsWith('object-format=') })), reason: 'unknown object-format' },
     { name: 'object-format=SHA1 (case)', body: v1Body(v1With({ caps: capsWith('object-format=SHA1') })), reason: 'unknown object-format' },
     // Checks run in a fixed order: the first that fails names the reason.
     {
-      name: 'haves and shallow and deepen-not: haves first',
+      name: 'haves and shallow and deepen-not: deepen-not',
       body: v1Body(v1With({ lines: [`shallow ${repo.first}`, 'deepen-not main'], haves: [repo.mainParent] })),
-      reason: 'fetch with haves',
+      reason: 'deepen-not names a ref',
     },
   ]
   for (const c of cases) t.same(decideV1(c.body), { cacheable: false, reason: c.reason }, c.name)
@@ -391,7 +388,7 @@ void t.test('decideFetchV2 on real git 2.39 bodies', async (t) => {
     { name: 'v2-depth1/03', want: { cacheable: true, expectPack: true } },
     { name: 'v2-filter/03', want: { cacheable: true } },
     { name: 'v2-since/03', want: { cacheable: true } },
-    { name: 'v2-fetch/03', want: { cacheable: false, reason: 'fetch with haves' } },
+    { name: 'v2-fetch/03', want: { cacheable: true, fetch: true, negotiation: true, expectPack: true } },
   ]
   for (const c of cases) t.match(decideV2(body(c.name)), c.want, c.name)
 })
@@ -402,10 +399,8 @@ void t.test('decideFetchV2: every reason not to cache', async (t) => {
     { name: 'no arguments', req: v2Args(), reason: 'no wants' },
     { name: 'only done', req: v2Args('done'), reason: 'no wants' },
     { name: 'want-ref only', req: v2Args('want-ref refs/heads/main', 'done'), reason: 'no wants' },
-    { name: 'haves', req: v2Args(w, `have ${repo.mainParent}`, 'done'), reason: 'fetch with haves' },
-    { name: 'shallow lines', req: v2Args(w, `shallow ${repo.mainParent}`, 'deepen 1', 'done'), reason: 'client is already shallow' },
+    // Haves and shallow lines are incremental fetches: policy-fetch.test.ts.
     { name: 'deepen-not', req: v2Args(w, 'deepen-not refs/heads/old', 'done'), reason: 'deepen-not names a ref' },
-    { name: 'deepen-relative', req: v2Args(w, 'deepen 1', 'deepen-relative', 'done'), reason: 'deepen-relative' },
     { name: 'want-ref beside a want', req: v2Args(w, 'want-ref refs/heads/main', 'done'), reason: 'want-ref names refs' },
     { name: 'packfile-uris', req: v2Args(w, 'packfile-uris https', 'done'), reason: 'packfile-uris' },
     { name: 'sideband-all', req: v2Args(w, 'sideband-all', 'done'), reason: 'sideband-all' },
@@ -420,9 +415,9 @@ void t.test('decideFetchV2: every reason not to cache', async (t) => {
     { name: 'object-format=SHA256 (case)', req: { caps: ['object-format=SHA256'], args: [w, 'done'] }, reason: 'unknown object-format' },
     // Argument checks come before capability checks.
     {
-      name: 'haves and server-option: haves first',
+      name: 'haves and server-option: server-option',
       req: { caps: [...V2_CAPS, 'server-option=x'], args: [w, `have ${repo.first}`, 'done'] },
-      reason: 'fetch with haves',
+      reason: 'server-option',
     },
   ]
   for (const c of cases) t.same(decideV2(c.req), { cacheable: false, reason: c.reason }, c.name)

@@ -35,6 +35,7 @@ void t.test('the table covers exactly the documented keys', (t) => {
       'scm-cache.refs.enabled',
       'scm-cache.refs.ttl',
       'scm-cache.upload-pack.enabled',
+      'scm-cache.upload-pack.fetch.enabled',
       'scm-cache.upload-pack.ttl',
       'scm-cache.minimum.free.space',
       'scm-cache.expiry.check.interval',
@@ -153,12 +154,13 @@ void t.test('each pair is two optional keys, and nothing else is stored there', 
   t.end()
 })
 
-void t.test('the mutable keys are the five run-time settings of DESIGN §6', (t) => {
+void t.test('the mutable keys are the run-time settings of DESIGN §6 (and the fetch switch of §2)', (t) => {
   t.same(MUTABLE_KEYS, [
     'scm-cache.protocols',
     'scm-cache.refs.enabled',
     'scm-cache.refs.ttl',
     'scm-cache.upload-pack.enabled',
+    'scm-cache.upload-pack.fetch.enabled',
     'scm-cache.upload-pack.ttl',
   ])
   t.end()

@@ -100,5 +100,21 @@ void t.test('repositoriesFigures and cachesFigures', async (t) => {
   })
   t.same(Object.keys(figures), ['enabled', 'disabledReason', 'freeSpace', 'minimumFreeSpace', 'maxSize', 'totals', 'repositories'])
   t.match(figures, { enabled: true, disabledReason: null, freeSpace: 123, minimumFreeSpace: 45, maxSize: 6789 })
-  t.same(figures.totals.uploadPack, { entries: 4, size: 0, hits: 0, misses: 0, joins: 0, bypasses: 0, bytesServed: 0, lastHit: '1970-01-01T00:00:02Z' })
+  t.same(figures.totals.uploadPack, {
+    entries: 4,
+    size: 0,
+    hits: 0,
+    misses: 0,
+    joins: 0,
+    bypasses: 0,
+    bytesServed: 0,
+    lastHit: '1970-01-01T00:00:02Z',
+    // the clone/fetch split (UploadPackSplit): zeros when none is given
+    cloneHits: 0,
+    cloneMisses: 0,
+    cloneJoins: 0,
+    fetchHits: 0,
+    fetchMisses: 0,
+    fetchJoins: 0,
+  })
 })

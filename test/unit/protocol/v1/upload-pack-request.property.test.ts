@@ -173,6 +173,7 @@ function expected(r: Request): UploadPackRequestV1 {
     haves: r.haveBlocks.flat(),
     done: r.done,
     flushesAfterWants: true,
+    haveFlushes: Math.max(0, r.haveBlocks.length - 1) + (r.haveBlocks.length > 0 && r.flushBeforeDone ? 1 : 0),
   }
 }
 
@@ -240,9 +241,10 @@ void t.test('requests from a model parse back to the model', (t) => {
       }
       blocks.push(haves.slice(at))
       const regrouped = { ...r, haveBlocks: blocks }
+      // Only the count of flushes between the blocks differs.
       return same(
-        parseUploadPackRequestV1(encodeRequest(regrouped)),
-        expected(r),
+        { ...parseUploadPackRequestV1(encodeRequest(regrouped)), haveFlushes: 0 },
+        { ...expected(r), haveFlushes: 0 },
       )
     }),
     { numRuns: 300 },

@@ -15,6 +15,7 @@ const EMPTY: UploadPackRequestV1 = {
   haves: [],
   done: false,
   flushesAfterWants: false,
+  haveFlushes: 0,
 }
 
 /** What git 2.39.5 put after the first want: over HTTP (`no-done`) and over ssh. */
@@ -232,6 +233,7 @@ void t.test('hand-made requests', (t) => {
         haves: [repo.mainParent, repo.first, repo.first],
         done: true,
         flushesAfterWants: true,
+        haveFlushes: 2,
       },
     },
     {
@@ -262,6 +264,7 @@ void t.test('hand-made requests', (t) => {
         capabilities: ['object-format=sha256'],
         haves: [sha256],
         flushesAfterWants: true,
+        haveFlushes: 1,
       },
     },
     {
