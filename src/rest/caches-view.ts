@@ -35,12 +35,13 @@ export type KindFigures = FromSchema<typeof KindFigures>
 
 export const RepositoryFigures = {
   type: 'object',
-  required: ['projectKey', 'repoSlug', 'refs', 'uploadPack'],
+  required: ['projectKey', 'repoSlug', 'refs', 'uploadPack', 'lfs'],
   properties: {
     projectKey: { type: 'string', description: 'every path segment before the last (slashes included), path prefix removed' },
     repoSlug: { type: 'string', description: 'the last path segment without .git' },
     refs: KindFigures,
     uploadPack: KindFigures,
+    lfs: KindFigures,
   },
   additionalProperties: false,
 } as const satisfies JSONSchema
@@ -57,8 +58,8 @@ export const CachesFigures = {
     maxSize: { type: 'integer', minimum: 0, description: 'scm-cache.max.size in bytes; 0: no cap' },
     totals: {
       type: 'object',
-      required: ['refs', 'uploadPack'],
-      properties: { refs: KindFigures, uploadPack: KindFigures },
+      required: ['refs', 'uploadPack', 'lfs'],
+      properties: { refs: KindFigures, uploadPack: KindFigures, lfs: KindFigures },
       additionalProperties: false,
     },
     repositories: { type: 'array', items: RepositoryFigures },
@@ -133,6 +134,7 @@ export function repositoriesFigures(repos: ReadonlyMap<string, RepoStats>, pathP
       repoSlug,
       refs: kindFigures(stats.refs),
       uploadPack: kindFigures(stats.uploadPack),
+      lfs: kindFigures(stats.lfs),
     }))
 }
 
@@ -151,7 +153,7 @@ export function cachesFigures(input: CachesInputs): CachesFigures {
     freeSpace: input.disk.freeSpace,
     minimumFreeSpace: input.disk.minimumFreeSpace,
     maxSize: input.maxSize,
-    totals: { refs: kindFigures(input.totals.refs), uploadPack: kindFigures(input.totals.uploadPack) },
+    totals: { refs: kindFigures(input.totals.refs), uploadPack: kindFigures(input.totals.uploadPack), lfs: kindFigures(input.totals.lfs) },
     repositories: repositoriesFigures(input.repos, input.pathPrefix),
   }
 }
@@ -229,11 +231,11 @@ export function repositoryFigures(
   }
   const first = matches[0]
   if (sum === null || first === undefined) return null
-  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: kindFigures(sum.uploadPack) }
+  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: kindFigures(sum.uploadPack), lfs: kindFigures(sum.lfs) }
 }
 
 function addRepoStats(a: RepoStats, b: RepoStats): RepoStats {
-  return { refs: addKindStats(a.refs, b.refs), uploadPack: addKindStats(a.uploadPack, b.uploadPack) }
+  return { refs: addKindStats(a.refs, b.refs), uploadPack: addKindStats(a.uploadPack, b.uploadPack), lfs: addKindStats(a.lfs, b.lfs) }
 }
 
 function addKindStats(a: KindStats, b: KindStats): KindStats {
