@@ -29,7 +29,8 @@ export interface BodyReadOptions {
 export async function readRequestBody(stream: Readable, opts: BodyReadOptions): Promise<BodyRead> {
   const chunks: Buffer[] = []
   let size = 0
-  for await (const chunk of stream) {
+  // Not destroyed on the early return below: a too-large body's rest is still to be sent on.
+  for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
     const buf = chunk as Buffer // request streams without an encoding yield Buffers
     chunks.push(buf)
     size += buf.length

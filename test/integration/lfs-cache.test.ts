@@ -6,6 +6,8 @@
  * repository, credential), corrupted objects never stored, pushes passed
  * through.
  */
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -278,4 +280,81 @@ void t.test('objects over scm-cache.lfs.max.object.size keep the upstream href',
   t.equal(c.code, 0, c.stderr)
   checkFiles(t, clone, list)
   t.equal((await lfsFigures(proxy)).entries, 1, 'only the small one is stored')
+})
+
+void t.test('batch bodies the proxy does not understand pass through as sent', async (t) => {
+  const dir = t.testdir()
+  let answer: { status: number; type: string; body: string } = { status: 200, type: LFS_JSON, body: '' }
+  const seen: string[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      seen.push(Buffer.concat(chunks).toString('utf8'))
+      res.writeHead(answer.status, { 'content-type': answer.type }).end(answer.body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve(); })))
+  const { port } = server.address() as AddressInfo
+  const proxy = await startTestProxy(t, dir, `http://127.0.0.1:${port}`)
+  const batch = `${proxy.url}/odd.git/info/lfs/objects/batch`
+  const oid = 'a'.repeat(64)
+  const download = { operation: 'download', objects: [{ oid, size: 10 }] }
+  const href = `http://elsewhere.example/${oid}`
+  const answers: { name: string; status: number; type: string; body: string }[] = [
+    { name: 'not JSON', status: 200, type: LFS_JSON, body: '{"objects": [' },
+    { name: 'objects not a list', status: 200, type: LFS_JSON, body: '{"objects": 3}' },
+    { name: 'a bad oid', status: 200, type: LFS_JSON, body: JSON.stringify({ objects: [{ oid: 'xyz', size: 1, actions: { download: { href } } }] }) },
+    { name: 'another transfer', status: 200, type: LFS_JSON, body: JSON.stringify({ transfer: 'tus', objects: [{ oid, size: 10, actions: { download: { href } } }] }) },
+    { name: 'an HTML page', status: 200, type: 'text/html', body: `<html>${href}</html>` },
+    { name: 'a 500', status: 500, type: LFS_JSON, body: JSON.stringify({ objects: [{ oid, size: 10, actions: { download: { href } } }] }) },
+  ]
+  for (const a of answers) {
+    answer = a
+    const res = await fetch(batch, { method: 'POST', headers: { 'content-type': LFS_JSON }, body: JSON.stringify(download) })
+    t.equal(res.status, a.status, `${a.name}: status`)
+    t.equal(await res.text(), a.body, `${a.name}: the body as sent`)
+  }
+  t.notOk(await fetch(`${proxy.url}/odd.git/info/lfs/objects/cache/${oid}`).then(async (r) => (await r.arrayBuffer(), r.status === 200)), 'no grant came of them')
+
+  answer = { status: 422, type: LFS_JSON, body: '{"message":"no"}' }
+  for (const body of ['{"operation":', JSON.stringify({ operation: 'download', objects: [{ oid: 'A'.repeat(64), size: 1 }] }), JSON.stringify({ operation: 'upload', objects: [] })]) {
+    const before = seen.length
+    const res = await fetch(batch, { method: 'POST', headers: { 'content-type': LFS_JSON }, body })
+    t.equal(res.status, 422, 'a request the proxy does not take is the upstream\'s to answer')
+    await res.arrayBuffer()
+    t.same(seen.slice(before), [body], 'and reaches it as sent')
+  }
+  const huge = JSON.stringify({ operation: 'download', objects: [], pad: 'x'.repeat(5 * 1024 * 1024) })
+  const big = await fetch(batch, { method: 'POST', headers: { 'content-type': LFS_JSON }, body: huge })
+  t.equal(big.status, 422, 'a request over the batch limit is streamed through')
+  await big.arrayBuffer()
+  t.equal(seen.at(-1)?.length, huge.length)
+})
+
+void t.test('a grant lasts auth.ttl', async (t) => {
+  const dir = t.testdir()
+  const plain = gitHome(dir)
+  const upstream = await startTestUpstream(t, dir)
+  const list = files('ttl', 1)
+  await createLfsRepo(plain, upstream.root, 'ttl.git', list)
+  let now = Date.now()
+  const proxy = await startTestProxy(t, dir, upstream.url, { 'auth.ttl': '60' }, { now: () => now })
+  const f = list[0]!
+  const r = await lfsPost(`${proxy.url}/ttl.git/info/lfs/objects/batch`, { operation: 'download', objects: [{ oid: sha256(f.content), size: f.content.length }] })
+  t.match(r.json, { objects: [{ actions: { download: { expires_in: 60 } } }] }, 'the client is told the shorter of auth.ttl and the upstream expiry')
+  const href = `${proxy.url}/ttl.git/info/lfs/objects/cache/${sha256(f.content)}`
+  const first = await fetch(href)
+  t.equal(first.status, 200)
+  t.ok(Buffer.from(await first.arrayBuffer()).equals(f.content))
+  now += 61_000
+  const late = await fetch(href)
+  t.equal(late.status, 401, 'past auth.ttl the cached object needs a new batch')
+  await late.arrayBuffer()
+  await lfsPost(`${proxy.url}/ttl.git/info/lfs/objects/batch`, { operation: 'download', objects: [{ oid: sha256(f.content), size: f.content.length }] })
+  const again = await fetch(href)
+  t.equal(again.status, 200)
+  await again.arrayBuffer()
+  t.equal(upstream.lfsRequests('download').length, 1)
 })
