@@ -20,6 +20,7 @@ import { mkdir, rename, rm, stat, writeFile, readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { isolatedGitEnv } from '../src/upstream/git-command.js'
 
 export const GENERATOR_VERSION = 1
 export type RepoName = 'small' | 'medium' | 'refs'
@@ -48,15 +49,8 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 export const REPOS_DIR = path.join(here, '.repos', `v${GENERATOR_VERSION}`)
 
 /** Environment for git that ignores the machine's and user's configuration. */
-export function isolatedGitEnv(home: string): Record<string, string> {
-  return {
-    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-    HOME: home,
-    GIT_CONFIG_NOSYSTEM: '1',
-    GIT_CONFIG_GLOBAL: '/dev/null',
-    GIT_TERMINAL_PROMPT: '0',
-    LC_ALL: 'C',
-  }
+export function generatorGitEnv(home: string): Record<string, string> {
+  return isolatedGitEnv({ HOME: home, LC_ALL: 'C' })
 }
 
 /** Seeded byte stream: AES-256-CTR over zeros, key = sha256(seed). */
@@ -144,7 +138,7 @@ async function writeStream(name: RepoName, spec: Spec, out: NodeJS.WritableStrea
 }
 
 async function git(home: string, args: string[]): Promise<string> {
-  const { stdout } = await execFileP('git', args, { env: isolatedGitEnv(home), maxBuffer: 64 * 1024 * 1024 })
+  const { stdout } = await execFileP('git', args, { env: generatorGitEnv(home), maxBuffer: 64 * 1024 * 1024 })
   return stdout
 }
 
@@ -182,7 +176,7 @@ export async function ensureRepo(name: RepoName, log: (s: string) => void = () =
     log(`generating ${name} repository (fast-import)...`)
     await git(home, ['init', '-q', '--bare', '-b', 'main', tmp])
     const child = spawn('git', ['-C', tmp, 'fast-import', '--quiet', '--done'], {
-      env: isolatedGitEnv(home),
+      env: generatorGitEnv(home),
       stdio: ['pipe', 'ignore', 'inherit'],
     })
     const exited = once(child, 'close')

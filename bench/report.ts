@@ -1,5 +1,9 @@
 /** Results of a bench run: the JSON shape, the targets, the Markdown table and the SVG chart. */
-import type { BurstRow, FloorRow, LsRemoteRow, MixedPhase, PassRow, PollRow } from './run.js'
+import type { BurstRow } from './scenarios/burst.js'
+import type { FloorRow } from './scenarios/floor.js'
+import type { MixedPhase } from './scenarios/mixed.js'
+import type { PassRow } from './scenarios/passthrough.js'
+import type { LsRemoteRow, PollRow } from './scenarios/polling.js'
 
 export interface Target {
   name: string

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { isolatedGitEnv } from '../../src/upstream/git-command.js'
 import { trackGroup } from './proc.js'
 
 export interface GitRun {
@@ -17,16 +18,17 @@ export class GitClient {
     const home = path.join(dir, 'client-home')
     mkdirSync(home, { recursive: true })
     writeFileSync(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n[user]\n\tname = Bench\n\temail = bench@example.com\n')
-    this.env = {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    this.env = isolatedGitEnv({
       HOME: home,
-      GIT_CONFIG_NOSYSTEM: '1',
       GIT_CONFIG_GLOBAL: path.join(home, '.gitconfig'),
-      GIT_TERMINAL_PROMPT: '0',
+      GIT_AUTHOR_NAME: 'Bench',
+      GIT_AUTHOR_EMAIL: 'bench@example.com',
+      GIT_COMMITTER_NAME: 'Bench',
+      GIT_COMMITTER_EMAIL: 'bench@example.com',
       GIT_AUTHOR_DATE: '1700000000 +0000',
       GIT_COMMITTER_DATE: '1700000000 +0000',
       LC_ALL: 'C',
-    }
+    })
   }
 
   /** Run one git command in its own process group (killed with the bench). */

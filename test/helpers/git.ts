@@ -2,6 +2,7 @@
 import { execFile, spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { isolatedGitEnv } from '../../src/upstream/git-command.js'
 
 export interface GitResult {
   code: number
@@ -24,12 +25,9 @@ export function gitHome(dir: string): string {
 }
 
 export function gitEnv(home: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+  return isolatedGitEnv({
     HOME: home,
-    GIT_CONFIG_NOSYSTEM: '1',
     GIT_CONFIG_GLOBAL: path.join(home, '.gitconfig'),
-    GIT_TERMINAL_PROMPT: '0',
     GIT_AUTHOR_NAME: 'Test Author',
     GIT_AUTHOR_EMAIL: 'author@example.com',
     GIT_COMMITTER_NAME: 'Test Committer',
@@ -37,7 +35,7 @@ export function gitEnv(home: string, extra: Record<string, string> = {}): Record
     GIT_AUTHOR_DATE: '1700000000 +0000',
     GIT_COMMITTER_DATE: '1700000000 +0000',
     ...extra,
-  }
+  })
 }
 
 /** Run git; never rejects: the exit code is in the result. */
