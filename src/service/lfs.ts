@@ -243,6 +243,7 @@ export class LfsService {
   async #fetch(download: UpstreamDownload, signal: AbortSignal): Promise<UpstreamResponse> {
     const res = await this.#d.upstream.fetchUrl(download.href, { ...download.headers }, signal)
     if (res.statusCode !== 200) {
+      res.body.on('error', () => undefined) // undici reports its own abort as an error: nobody reads this body
       res.body.destroy()
       throw new UpstreamStatusError(res.statusCode, 'LFS object download')
     }

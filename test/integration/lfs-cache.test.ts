@@ -6,7 +6,7 @@
  * repository, credential), corrupted objects never stored, pushes passed
  * through.
  */
-import { createServer } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
@@ -382,4 +382,69 @@ void t.test('granted objects while HTTP caching is switched off come straight fr
   t.equal(c.code, 0, c.stderr)
   checkFiles(t, clone, list)
   t.equal(upstream.lfsRequests('download').length, 3, 'each GET went upstream (the clone\'s batch passed through: hrefs on the upstream)')
+})
+
+void t.test('object hrefs get exactly the headers the upstream asked for; the client credential never leaves the upstream origin', async (t) => {
+  const dir = t.testdir()
+  const content = lfsContent('elsewhere', 70_000)
+  const oid = sha256(content)
+  const seen: { server: string; url: string; authorization: string | undefined; token: string | undefined }[] = []
+  let objectStatus = 200
+  const listen = async (name: string, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
+    const server = createServer((req, res) => {
+      seen.push({ server: name, url: req.url ?? '', authorization: req.headers.authorization, token: req.headers['x-token'] as string | undefined })
+      handle(req, res)
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve() })))
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  }
+  const serveObject = (res: ServerResponse): void => {
+    if (objectStatus !== 200) res.writeHead(objectStatus).end('expired')
+    else res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(content)
+  }
+  const storage = await listen('storage', (_req, res) => { serveObject(res) })
+  let upstreamUrl = ''
+  upstreamUrl = await listen('upstream', (req, res) => {
+    if (req.url?.startsWith('/own/') === true) {
+      serveObject(res)
+      return
+    }
+    req.resume()
+    req.on('end', () => {
+      const repo = /^\/([^/]+)\//.exec(req.url ?? '')?.[1] ?? ''
+      const download =
+        repo === 'headers.git'
+          ? { href: `${storage}/o/${oid}`, header: { 'X-Token': 'upstream-object-token' } }
+          : repo === 'storage.git'
+            ? { href: `${storage}/o/${oid}` }
+            : { href: `${upstreamUrl}/own/${oid}` }
+      res.writeHead(200, { 'content-type': LFS_JSON }).end(JSON.stringify({ objects: [{ oid, size: content.length, actions: { download } }] }))
+    })
+  })
+  const proxy = await startTestProxy(t, dir, upstreamUrl)
+  const auth = { authorization: basicAuth('carol', 'pw') }
+  for (const repo of ['headers.git', 'storage.git', 'own.git']) {
+    const b = await lfsPost(`${proxy.url}/${repo}/info/lfs/objects/batch`, { operation: 'download', objects: [{ oid, size: content.length }] }, auth)
+    t.equal(b.status, 200)
+    t.notMatch(JSON.stringify(b.json), /upstream-object-token|127\.0\.0\.1:\d+\/(o|own)\//, `${repo}: neither the upstream header nor its href reach the client`)
+  }
+  const get = async (repo: string): Promise<number> => {
+    const res = await fetch(`${proxy.url}/${repo}/info/lfs/objects/cache/${oid}`, { headers: auth })
+    const body = Buffer.from(await res.arrayBuffer())
+    if (res.status === 200) t.ok(body.equals(content), `${repo}: the object`)
+    return res.status
+  }
+  objectStatus = 403
+  t.equal(await get('headers.git'), 403, "the upstream href's refusal, not the bytes")
+  t.equal((await lfsFigures(proxy)).entries, 0)
+  objectStatus = 200
+  t.equal(await get('headers.git'), 200)
+  t.same(seen.filter((s) => s.server === 'storage').map((s) => [s.authorization, s.token]), [[undefined, 'upstream-object-token'], [undefined, 'upstream-object-token']], 'the action header, and only it')
+  await fetch(`${proxy.url}${REST}/caches`, { method: 'DELETE' })
+  t.equal(await get('storage.git'), 200)
+  t.same(seen.filter((s) => s.server === 'storage').at(-1), { server: 'storage', url: `/o/${oid}`, authorization: undefined, token: undefined }, 'no header asked for: nothing sent to another origin')
+  await fetch(`${proxy.url}${REST}/caches`, { method: 'DELETE' })
+  t.equal(await get('own.git'), 200)
+  t.match(seen.filter((s) => s.server === 'upstream' && s.url.startsWith('/own/')).at(-1), { authorization: auth.authorization }, "the upstream's own origin gets the client's credential, as git-lfs would send it")
 })
