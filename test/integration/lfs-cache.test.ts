@@ -295,7 +295,10 @@ void t.test('batch bodies the proxy does not understand pass through as sent', a
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve(); })))
+  t.teardown(() => new Promise<void>((resolve) => {
+    server.close(() => { resolve() })
+    server.closeAllConnections() // the proxy's upstream agent keeps connections alive
+  }))
   const { port } = server.address() as AddressInfo
   const proxy = await startTestProxy(t, dir, `http://127.0.0.1:${port}`)
   const batch = `${proxy.url}/odd.git/info/lfs/objects/batch`
@@ -396,7 +399,10 @@ void t.test('object hrefs get exactly the headers the upstream asked for; the cl
       handle(req, res)
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve() })))
+    t.teardown(() => new Promise<void>((resolve) => {
+      server.close(() => { resolve() })
+      server.closeAllConnections() // the proxy's upstream agent keeps connections alive
+    }))
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   }
   const serveObject = (res: ServerResponse): void => {
