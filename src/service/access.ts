@@ -97,6 +97,11 @@ export class Access {
     return credential.cacheable && this.#lfsMemo.isAccepted(repo, lfsIdOf(credential, oid))
   }
 
+  /** The upstream refused this credential a batch naming `oid` in `repo`: its grant ends now. */
+  revokeLfs(repo: RepoPath, credential: Credential, oid: string): void {
+    this.#lfsMemo.reject(repo, lfsIdOf(credential, oid))
+  }
+
   get #lfsMemo(): AuthMemo {
     return this.#d.lfsMemo ?? this.#d.memo
   }

@@ -35,10 +35,10 @@ import { firstByte } from '../io/first-byte.js'
 import type { Log } from '../logger.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import type { CacheStoreApi, FillOutcome, OpenResult } from '../cache/store-api.js'
-import { LFS_MEDIA_TYPE, parseBatchRequest, parseBatchResponse, rewriteDownloadActions, type BatchResponse, type LfsAction } from '../protocol/lfs-batch.js'
+import { LFS_MEDIA_TYPE, parseBatchRequest, parseBatchResponse, rewriteDownloadActions, type BatchRequest, type BatchResponse, type LfsAction } from '../protocol/lfs-batch.js'
 import { encodeRepoPath } from '../repository.js'
 import type { Settings } from '../settings.js'
-import { forwardRequestHeaders, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
+import { forwardRequestHeaders, isRefusal, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { Access } from './access.js'
 import { BodyLease, type BodyBudget } from './body-budget.js'
 import type { HttpAnswer, HttpGitRequest } from './http-git.js'
@@ -111,14 +111,14 @@ export class LfsService {
     try {
       const read = await readRequestBody(req.body, { limit: BATCH_LIMIT, contentEncoding: undefined, lease, signal: req.signal })
       if (read.kind === 'too-large') return release(await passThrough(Readable.from(concat(read.head, read.rest))))
-      let operation: string | null
+      let batch: BatchRequest | null
       try {
-        operation = parseBatchRequest(read.raw, BATCH_LIMIT).operation
+        batch = parseBatchRequest(read.raw, BATCH_LIMIT)
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err
-        operation = null // the upstream, the authority on its API, answers it
+        batch = null // the upstream, the authority on its API, answers it
       }
-      if (operation !== 'download') return release(await passThrough(read.raw))
+      if (batch?.operation !== 'download') return release(await passThrough(read.raw))
       const headers = forwardRequestHeaders(req.headers)
       delete headers['transfer-encoding']
       headers['content-length'] = String(read.raw.length)
@@ -130,6 +130,10 @@ export class LfsService {
         body: read.raw,
         signal: req.signal,
       })
+      if (isRefusal(res.statusCode)) {
+        // The upstream no longer grants these objects to this credential: neither does the proxy.
+        for (const o of batch.objects) this.#d.access.revokeLfs(req.route.repo, req.credential, o.oid)
+      }
       return release(await this.#batchAnswer(req, origin, res, lease))
     } catch (err) {
       lease.release()

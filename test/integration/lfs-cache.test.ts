@@ -454,3 +454,26 @@ void t.test('object hrefs get exactly the headers the upstream asked for; the cl
   t.equal(await get('own.git'), 200)
   t.match(seen.filter((s) => s.server === 'upstream' && s.url.startsWith('/own/')).at(-1), { authorization: auth.authorization }, "the upstream's own origin gets the client's credential, as git-lfs would send it")
 })
+
+void t.test('a batch the upstream refuses ends the grants it names at once', async (t) => {
+  const dir = t.testdir()
+  const plain = gitHome(dir)
+  let password = 'first'
+  const upstream = await startTestUpstream(t, dir, { basicAuth: () => ({ username: 'dave', password }) })
+  const list = files('revoked', 1)
+  await createLfsRepo(plain, upstream.root, 'locked.git', list)
+  const proxy = await startTestProxy(t, dir, upstream.url)
+  const f = list[0]!
+  const request = { operation: 'download', objects: [{ oid: sha256(f.content), size: f.content.length }] }
+  const auth = { authorization: basicAuth('dave', 'first') }
+  const href = `${proxy.url}/locked.git/info/lfs/objects/cache/${sha256(f.content)}`
+  t.equal((await lfsPost(`${proxy.url}/locked.git/info/lfs/objects/batch`, request, auth)).status, 200)
+  const ok = await fetch(href, { headers: auth })
+  t.equal(ok.status, 200)
+  await ok.arrayBuffer()
+  password = 'second'
+  t.equal((await lfsPost(`${proxy.url}/locked.git/info/lfs/objects/batch`, request, auth)).status, 401, "the upstream's refusal")
+  const after = await fetch(href, { headers: auth })
+  t.equal(after.status, 401, 'the cached object is closed to that credential, within auth.ttl')
+  await after.arrayBuffer()
+})
