@@ -1,5 +1,6 @@
 // tap coverage-map: which source files a test file's coverage counts for.
-// A unit test covers its own module (test/unit/x/y.test.ts: src/x/y.ts);
+// A unit test covers its own module (test/unit/x/y.test.ts: src/x/y.ts, and
+// so does test/unit/x/y.<aspect>.test.ts, e.g. y.property.test.ts);
 // an integration test the request path it drives end to end, above the
 // pure layers (protocol/ and cache/ are measured by their unit tests).
 import { readdirSync } from 'node:fs'
@@ -18,7 +19,7 @@ const storeParts = ['store', 'store-api', 'noop-store', 'entry-index', 'fill', '
 
 export default (testFile) => {
   if (/^test\/unit\/cache\/store(?:-[a-z]+)?\.test\.ts$/.test(testFile)) return storeParts
-  const unit = /^test\/unit\/(.+?)(?:\.property)?\.test\.ts$/.exec(testFile)
+  const unit = /^test\/unit\/(.+?)(?:\.[a-z-]+)?\.test\.ts$/.exec(testFile)
   if (unit !== null) return [`src/${unit[1]}.ts`]
   if (testFile.startsWith('test/integration/')) return requestPath
   return null

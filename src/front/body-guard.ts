@@ -23,15 +23,23 @@ export const DEFAULT_MIN_BODY_BYTES = 30 * 1024
 export const DEFAULT_BODY_WINDOW_MS = 30_000
 
 export interface GuardedBody {
-  readonly socket: Socket
+  /** What the guard reads of the socket (a Node request's `socket`). */
+  readonly socket: Pick<Socket, 'bytesRead' | 'destroyed' | 'isPaused'>
   /** True once the whole body has arrived. */
   readonly complete: boolean
 }
 
-/** Watches `body` until it is complete or `stop()` is called; `cut` is called at most once. */
-export function guardBody(body: GuardedBody, pace: BodyPace, cut: (why: string) => void): () => void {
+/**
+ * Watches `body` until it is complete or `stop()` is called; `cut` is called
+ * at most once. `now` (monotonic ms) is read once per check; tests inject it.
+ */
+export function guardBody(
+  body: GuardedBody,
+  pace: BodyPace,
+  cut: (why: string) => void,
+  now: () => number = () => performance.now(),
+): () => void {
   const socket = body.socket
-  const now = (): number => performance.now()
   let last = socket.bytesRead
   let lastByteAt = now()
   let windowStart = lastByteAt

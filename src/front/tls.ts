@@ -6,6 +6,7 @@
  * of a failed handshake (as nginx's "The plain HTTP request was sent to
  * HTTPS port").
  */
+import { X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import type http from 'node:http'
 import https from 'node:https'
@@ -60,6 +61,10 @@ export async function readTlsFiles(files: TlsFiles): Promise<SecureContextOption
 export async function readCaFile(file: string): Promise<string> {
   const ca = await readPem('upstream.http.ca', file)
   try {
+    // createSecureContext skips a CA block it cannot parse: read each one.
+    const blocks = ca.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+    if (blocks.length === 0) throw new Error('no BEGIN CERTIFICATE block')
+    for (const block of blocks) new X509Certificate(block)
     createSecureContext({ ca })
   } catch (err) {
     throw new ConfigError(`upstream.http.ca ${file} holds no usable CA certificate: ${toError(err).message}`, { cause: err })
@@ -116,10 +121,14 @@ export function createTlsServer(
       answerPlainHttp(socket, chunk)
     })
   })
-  // Closing the server also drops connections that never said anything.
-  server.on('close', () => {
+  // Connections that never said anything are idle ones: close() (which
+  // closes idle connections first) and fastify's forceCloseConnections drop
+  // them too. Its 'close' event would come too late: it waits for them.
+  const closeIdle = server.closeIdleConnections.bind(server)
+  server.closeIdleConnections = (): void => {
     for (const socket of waiting) socket.destroy()
-  })
+    closeIdle()
+  }
   return server
 }
 

@@ -64,9 +64,15 @@ export async function filterAdvertisement(body: Readable): Promise<Readable> {
   }
   const rest = Readable.from(remaining(chunks, ended ? null : iterator))
   // Callback pipeline: returns the last stream and destroys all of them on error.
-  return pipeline(rest, createAdvertisementFilterV1(STRIPPED_V1), () => {
+  const out = pipeline(rest, createAdvertisementFilterV1(STRIPPED_V1), () => {
     // Errors reach the consumer through the returned stream.
   })
+  // Consumer gone while the upstream is silent: the generator's finally (and
+  // so `rest`'s close) waits for the upstream's next chunk; release it here.
+  out.once('close', () => {
+    body.destroy()
+  })
+  return out
 }
 
 async function* remaining(head: Buffer[], iterator: AsyncIterator<Buffer> | null): AsyncGenerator<Buffer> {

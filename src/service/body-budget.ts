@@ -32,9 +32,11 @@ export class BodyBudget {
   /**
    * Takes `bytes`, waiting while the budget is spent. Rejects with a
    * BusyError after `waitMs`, or with the signal's reason. Larger than the
-   * whole budget: refused at once.
+   * whole budget, or the signal aborted already: refused at once.
    */
   async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    // An 'abort' listener added now would never fire: the request would wait out waitMs.
+    if (signal?.aborted === true) throw abortReason(signal)
     if (bytes > this.#limit) throw this.#busy()
     if (this.#waiting.length === 0 && this.#used + bytes <= this.#limit) {
       this.#used += bytes
@@ -58,7 +60,7 @@ export class BodyBudget {
         this.#dispatch()
       }
       const onAbort = (): void => {
-        leave(signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
+        if (signal !== undefined) leave(abortReason(signal))
       }
       const timer = setTimeout(() => {
         leave(this.#busy())
@@ -86,6 +88,10 @@ export class BodyBudget {
   #busy(): BusyError {
     return new BusyError('the proxy holds as many request bodies as it may (proxy.http.body-memory): retry later')
   }
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('aborted')
 }
 
 /** Bytes taken from a budget by one request, given back all at once. */

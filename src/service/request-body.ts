@@ -29,16 +29,22 @@ export interface BodyReadOptions {
 export async function readRequestBody(stream: Readable, opts: BodyReadOptions): Promise<BodyRead> {
   const chunks: Buffer[] = []
   let size = 0
-  // Not destroyed on the early return below: a too-large body's rest is still to be sent on.
-  for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
-    const buf = chunk as Buffer // request streams without an encoding yield Buffers
-    chunks.push(buf)
-    size += buf.length
-    if (size > opts.limit) {
-      stream.pause()
-      return { kind: 'too-large', head: Buffer.concat(chunks), rest: stream }
+  try {
+    // Not destroyed when the loop is left early: the caller forwards a too-large body's rest.
+    for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
+      const buf = chunk as Buffer // request streams without an encoding yield Buffers
+      chunks.push(buf)
+      size += buf.length
+      if (size > opts.limit) {
+        stream.pause()
+        return { kind: 'too-large', head: Buffer.concat(chunks), rest: stream }
+      }
+      await opts.lease.take(buf.length, opts.signal)
     }
-    await opts.lease.take(buf.length, opts.signal)
+  } catch (err) {
+    // As before: a read that fails (budget, abort) drops the request.
+    stream.destroy()
+    throw err
   }
   const raw = Buffer.concat(chunks)
   const encoding = (opts.contentEncoding ?? '').trim().toLowerCase()

@@ -36,6 +36,11 @@ export async function startProxyProcess(
       SCM_CACHE_PROXY_HTTP_HOST: '127.0.0.1',
       SCM_CACHE_PROXY_HTTP_PORT: String(port),
       SCM_CACHE_SCM_CACHE_MINIMUM_FREE_SPACE: '0',
+      // No coverage from the child: tsx transpiles src/ differently from the
+      // test processes' loader, and c8 merging the two byte-offset maps of one
+      // file marks lines the tests did run as uncovered (src/service and
+      // src/front read 85.7% and 88.9% with it, 91.7% and 93.5% without).
+      _TAPJS_PROCESSINFO_COVERAGE_: '0',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
