@@ -32,6 +32,8 @@ export interface Env {
   client: GitClient
   repos: Map<RepoName, GeneratedRepo>
   upstreamRequests: { n: number; byPath: Map<string, number> }
+  /** What the upstream's LFS server sent: object downloads (GETs answered 200) and their bytes. */
+  upstreamLfs: { downloads: number; downloadBytes: number }
   pushes: number
   /** RSS of the freshly started processes (before any request; the upstream runs under tsx, the proxy compiled). */
   idleRss: { proxyMb: number; upstreamMb: number }
@@ -121,8 +123,13 @@ export async function setup(plan: Plan): Promise<Env> {
 
   const serverDir = plan.proxyRev === null ? here : await snapshot(plan.proxyRev, tmp)
   const upstreamRequests = { n: 0, byPath: new Map<string, number>() }
+  const upstreamLfs = { downloads: 0, downloadBytes: 0 }
   const upstream = await startServer(path.join(serverDir, 'upstream-server.ts'), [root, trace2], {}, (msg) => {
     if (msg.type !== 'req') return
+    if (msg['lfs'] === 'download' && msg['status'] === 200) {
+      upstreamLfs.downloads++
+      upstreamLfs.downloadBytes += Number(msg['bytes'] ?? 0)
+    }
     upstreamRequests.n++
     const key = String(msg['url']).replace(/\?.*/, '')
     upstreamRequests.byPath.set(key, (upstreamRequests.byPath.get(key) ?? 0) + 1)
@@ -136,7 +143,7 @@ export async function setup(plan: Plan): Promise<Env> {
   await sleep(1000)
   const idleRss = { proxyMb: round(rssMb(proxy.pid), 1), upstreamMb: round(rssMb(upstream.pid), 1) }
   log(`upstream ${upstream.url} (pid ${upstream.pid}), proxy ${proxy.url} (pid ${proxy.pid}), proxy with refs cache ${proxyRefs.url} (pid ${proxyRefs.pid})`)
-  return { tmp, root, trace2, upstream, proxy, proxyRefs, client: new GitClient(tmp), repos, upstreamRequests, pushes: 0, idleRss }
+  return { tmp, root, trace2, upstream, proxy, proxyRefs, client: new GitClient(tmp), repos, upstreamRequests, upstreamLfs, pushes: 0, idleRss }
 }
 
 /** A push straight into the upstream's bare repository: one new commit on main. Returns its id. */

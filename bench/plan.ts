@@ -1,7 +1,7 @@
 /** What a bench run does: the scenarios, their sizes, parsed from the command line. */
 import type { RepoName } from './generate.js'
 
-export const SCENARIOS = ['burst', 'floor', 'passthrough', 'polling', 'mixed', 'fetch'] as const
+export const SCENARIOS = ['burst', 'floor', 'passthrough', 'polling', 'mixed', 'fetch', 'lfs'] as const
 export type Scenario = (typeof SCENARIOS)[number]
 export type Target = 'direct' | 'proxy'
 export type Mode = 'full' | 'checkout'
@@ -24,6 +24,11 @@ export interface Plan {
   fetchN: number
   fetchProtos: number[]
   fetchReps: number
+  /** Git LFS burst: MB of LFS objects in the repository, how many objects, concurrent clones, repetitions. */
+  lfsMb: number
+  lfsObjects: number
+  lfsClients: number
+  lfsReps: number
   /** Run the proxy and upstream from this git revision's src/ (a snapshot) instead of the working tree. */
   proxyRev: string | null
 }
@@ -71,6 +76,10 @@ export function parsePlan(argv: string[]): Plan {
     fetchProtos: [2, 0],
     fetchReps: Number(arg('fetch-reps') ?? (quick ? 1 : 3)),
     proxyRev: arg('proxy-rev') ?? null,
+    lfsMb: Number(arg('lfs-mb') ?? (quick ? 50 : 200)),
+    lfsObjects: Number(arg('lfs-objects') ?? 20),
+    lfsClients: Number(arg('lfs-clients') ?? 16),
+    lfsReps: Number(arg('lfs-reps') ?? (quick ? 1 : reps)),
   }
 }
 

@@ -1,6 +1,7 @@
 /** Results of a bench run: the JSON shape, the targets, the Markdown table and the SVG chart. */
 import type { BurstRow } from './scenarios/burst.js'
 import type { FloorRow } from './scenarios/floor.js'
+import type { LfsRow } from './scenarios/lfs.js'
 import type { MixedPhase } from './scenarios/mixed.js'
 import type { PassRow } from './scenarios/passthrough.js'
 import type { FetchResults } from './scenarios/fetch.js'
@@ -41,6 +42,7 @@ export interface Results {
   polling?: { rows: PollRow[]; lsRemote: LsRemoteRow[]; refsCacheHits: boolean }
   mixed?: { phases: MixedPhase[]; upstreamCpuSaved: number; upstreamRequestsSaved: number }
   fetch?: FetchResults
+  lfs?: LfsRow[]
   targets?: Target[]
 }
 
@@ -111,6 +113,19 @@ export function evaluateTargets(r: Results): Target[] {
       measured: `${pct(r.mixed.upstreamCpuSaved)} CPU, ${pct(r.mixed.upstreamRequestsSaved)} requests saved; hit ratio ${proxy?.cache === undefined ? 'n/a' : pct(proxy.cache.hitRatio)}`,
       met: null,
     })
+  }
+  if (r.lfs !== undefined) {
+    const cold = r.lfs.filter((l) => l.target === 'proxy' && l.phase === 'cold').flatMap((l) => l.reps.map((x) => x.upstreamObjectDownloads))
+    const warm = r.lfs.filter((l) => l.target === 'proxy' && l.phase === 'warm').flatMap((l) => l.reps.map((x) => x.upstreamObjectDownloads))
+    const objects = r.lfs[0]?.objects ?? 0
+    out.push({
+      name: `upstream LFS object downloads per ${r.lfs[0]?.n ?? '?'}-clone burst (proxy)`,
+      goal: `= ${objects} cold (each object once), 0 warm`,
+      measured: `cold: ${cold.join(', ')}; warm: ${warm.join(', ')}`,
+      met: cold.every((c) => c === objects) && warm.every((w) => w === 0),
+    })
+    const failures = r.lfs.reduce((s, l) => s + l.reps.reduce((t, x) => t + x.failures, 0), 0)
+    out.push({ name: 'failed LFS clones', goal: '0', measured: String(failures), met: failures === 0 })
   }
   if (r.fetch !== undefined) out.push(...fetchTargets(r.fetch))
   return out
@@ -224,6 +239,14 @@ export function renderMarkdown(r: Results): string {
     for (const x of r.fetch.rows.filter((y) => y.firstError !== undefined)) parts.push(`- failure in ${x.case} v${x.proto} ${x.target}: \`${(x.firstError ?? '').replace(/\s+/g, ' ').slice(0, 300)}\``)
     parts.push(table(['uncached operation', 'direct s', 'proxy s', 'overhead', 'added ms', 'fail'],
       r.fetch.passThrough.map((p) => [p.op, p.median.directS, p.median.proxyS, pct(p.median.overhead), p.median.addedMs, p.failures])))
+  }
+  if (r.lfs !== undefined) {
+    parts.push('#### 7. Git LFS burst (medians)')
+    parts.push(`${r.lfs[0]?.n ?? '?'} concurrent \`git clone\` with git-lfs smudging ${r.lfs[0]?.objects ?? '?'} objects, ${r.lfs[0]?.totalMb ?? '?'} MB in all. Cold = proxy cache cleared first.`)
+    parts.push(table(['via', 'phase', 'wall s', 'p50 s', 'p99 s', 'fail', 'upstream object GETs', 'upstream LFS MB', 'upstream CPU s', 'proxy CPU s', 'proxy RSS MB'],
+      r.lfs.map((l) => [l.target, l.target === 'proxy' ? l.phase : '–', l.median.wallS, l.median.p50S, l.median.p99S, l.reps.reduce((s, x) => s + x.failures, 0),
+        l.median.upstreamObjectDownloads, l.median.upstreamLfsMb, l.median.upstreamCpuS, l.target === 'proxy' ? l.median.proxyCpuS : '–', l.target === 'proxy' ? l.median.proxyPeakRssMb : '–'])))
+    for (const l of r.lfs.filter((x) => x.firstError !== undefined)) parts.push(`- failure via ${l.target} ${l.phase}: \`${(l.firstError ?? '').replace(/\s+/g, ' ').slice(0, 300)}\``)
   }
   return `${parts.join('\n\n')}\n`
 }

@@ -7,9 +7,10 @@
  *
  *   npm run bench            full suite (a long run: see README "Benchmarks")
  *   npm run bench:quick      a few minutes on 2 cores
- *   npx tsx bench/run.ts [--quick] [--scenarios=burst,floor,passthrough,polling,mixed,fetch] [--reps=N]
+ *   npx tsx bench/run.ts [--quick] [--scenarios=burst,floor,passthrough,polling,mixed,fetch,lfs] [--reps=N]
  *     [--fetch=<repo>:<n>] [--fetch-reps=N]
  *     [--burst=<repo>:<n,...>:<proto,...>:<full|checkout,...>] [--mixed-seconds=S] [--proxy-rev=REV]
+ *     [--lfs-mb=MB] [--lfs-objects=N] [--lfs-clients=N] [--lfs-reps=N]
  *
  * Writes bench/results/<timestamp>.json, bench/results/latest.md and
  * bench/results/latest.svg. Targets are reported, never asserted.
@@ -29,6 +30,7 @@ import { evaluateTargets, renderMarkdown, renderSvg, type Results } from './repo
 import { scenarioBurst } from './scenarios/burst.js'
 import { scenarioFetch } from './scenarios/fetch.js'
 import { scenarioFloor } from './scenarios/floor.js'
+import { scenarioLfs } from './scenarios/lfs.js'
 import { scenarioMixed } from './scenarios/mixed.js'
 import { scenarioPassThrough } from './scenarios/passthrough.js'
 import { scenarioPolling } from './scenarios/polling.js'
@@ -83,6 +85,7 @@ async function main(): Promise<void> {
     if (plan.scenarios.has('polling')) results.polling = await scenarioPolling(env, plan)
     if (plan.scenarios.has('mixed')) results.mixed = await scenarioMixed(env, plan)
     if (plan.scenarios.has('fetch')) results.fetch = await scenarioFetch(env, plan)
+    if (plan.scenarios.has('lfs')) results.lfs = await scenarioLfs(env, plan)
   } finally {
     results.finishedAt = new Date().toISOString()
     results.machine.loadAvg1mAtEnd = round(os.loadavg()[0] ?? 0, 2)

@@ -17,7 +17,7 @@ const upstream = await startEmbeddedUpstream({
   host: '127.0.0.1',
   trace2Dir,
   onRequest: (rec) => {
-    process.stdout.write(`${JSON.stringify({ type: 'req', method: rec.method, url: rec.url, status: rec.status, proto: rec.gitProtocol, bytes: rec.responseBytes })}\n`)
+    process.stdout.write(`${JSON.stringify({ type: 'req', method: rec.method, url: rec.url, status: rec.status, proto: rec.gitProtocol, bytes: rec.responseBytes, lfs: rec.lfs?.endpoint ?? null })}\n`)
   },
 })
 process.stdout.write(`${JSON.stringify({ type: 'ready', url: upstream.url })}\n`)

@@ -31,6 +31,7 @@ export const ERRORS = {
   ERR_LFS_BATCH_TOO_LARGE: entry(413, true, 'an LFS batch request larger than allowed'),
   ERR_LFS_BATCH_JSON: entry(400, true, 'an LFS batch body that is not JSON'),
   ERR_LFS_BATCH_INVALID: entry(422, true, 'an LFS batch body that is not a valid batch'),
+  ERR_LFS_OBJECT_MISMATCH: entry(502, true, 'an LFS object from the upstream whose bytes do not match its oid or size (never stored)'),
 
   ERR_UPSTREAM_UNAVAILABLE: entry(502, true, 'the upstream cannot be reached'),
   ERR_UPSTREAM_TIMEOUT: entry(504, true, 'the upstream did not answer in time'),

@@ -72,8 +72,8 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [r],
     })
-    const kinds = ['refs', 'uploadPack'] as const
-    const kindLabel = { refs: 'refs', uploadPack: 'upload-pack' } as const
+    const kinds = ['refs', 'uploadPack', 'lfs'] as const
+    const kindLabel = { refs: 'refs', uploadPack: 'upload-pack', lfs: 'lfs' } as const
     const fromTotals = (name: string, help: string, pick: (k: KindStats) => number, type: 'gauge' | 'counter'): void => {
       const collect = function (this: Gauge<'kind'> | Counter<'kind'>): void {
         this.reset()

@@ -26,6 +26,8 @@ import { webhookPlugin } from './front/webhook.js'
 import { RefsService } from './service/refs.js'
 import { UploadPackService } from './service/upload-pack.js'
 import { UploadPackSplit } from './cache/upload-pack-split.js'
+import { LfsService } from './service/lfs.js'
+import { LfsActions } from './service/lfs-actions.js'
 import { SETTINGS_FILE_NAME, Settings, SettingsFile, toFileContent } from './settings.js'
 import { restPlugin } from './rest/index.js'
 import { DiskGuard } from './cache/disk-guard.js'
@@ -146,6 +148,8 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   await disk.start()
   const access = new Access({
     memo: new AuthMemo({ ttlMs: config.authTtl * 1000, now }),
+    // LFS grants are per object: their own memo, so that they never push out other acceptances.
+    lfsMemo: new AuthMemo({ ttlMs: config.authTtl * 1000, now, max: 200_000 }),
     upstream,
     log: log.child({ component: 'access' }),
   })
@@ -178,6 +182,21 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     log: log.child({ component: 'outage' }),
   })
   metrics.attachOutage(outage)
+  const lfs = new LfsService({
+    store,
+    limiter,
+    settings,
+    access,
+    actions: new LfsActions({ now }),
+    upstream,
+    budget,
+    admit: () => disk.admit(),
+    enabled: config.cache.lfsEnabled,
+    maxObjectSize: config.cache.lfsMaxObjectSize,
+    authTtlMs: config.authTtl * 1000,
+    now,
+    log: log.child({ component: 'lfs' }),
+  })
   const git = new HttpGitService({
     outage,
     uploadPack,
@@ -186,6 +205,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     invalidation,
     upstream,
     budget,
+    lfs,
     recordBypass: (repo) => {
       store.recordBypass(repo, 'upload-pack')
     },
@@ -194,6 +214,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
   const idleTimeoutMs = config.proxy.httpIdleTimeout * 1000
   const sweeper = setInterval(() => {
     store
+      // LFS objects share the packs' TTL (DESIGN §2).
       .sweepExpired((kind) => (kind === 'refs' ? settings.get('refsTtl') : settings.get('uploadPackTtl')) * 1000)
       .catch((err: unknown) => {
         log.warn({ err }, 'expiry sweep failed')

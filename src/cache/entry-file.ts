@@ -31,7 +31,8 @@ import path from 'node:path'
 import { CacheError } from '../errors.js'
 import type { Log } from '../logger.js'
 
-export type EntryKind = 'refs' | 'upload-pack'
+/** `lfs`: a Git LFS object, keyed by its oid alone and readable from every repository (DESIGN §2). */
+export type EntryKind = 'refs' | 'upload-pack' | 'lfs'
 
 /** The metadata trailer of an entry file. */
 export interface EntryMeta {
@@ -194,7 +195,7 @@ export function parseEntryMeta(v: unknown): EntryMeta | string {
   const o: Partial<Record<keyof EntryMeta, unknown>> = v
   const { key, kind, repo, createdAt, bodySize, bodySha256, info } = o
   if (typeof key !== 'string' || !isCacheKey(key)) return 'bad key'
-  if (kind !== 'refs' && kind !== 'upload-pack') return 'bad kind'
+  if (kind !== 'refs' && kind !== 'upload-pack' && kind !== 'lfs') return 'bad kind'
   if (typeof repo !== 'string' || repo === '') return 'bad repo'
   if (!isNonNegativeInt(createdAt)) return 'bad createdAt'
   if (!isNonNegativeInt(bodySize)) return 'bad bodySize'

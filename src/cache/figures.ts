@@ -30,6 +30,8 @@ export interface KindStats {
 export interface RepoStats {
   refs: KindStats
   uploadPack: KindStats
+  /** Git LFS objects; an object's entry counts for the repository whose grant filled it. */
+  lfs: KindStats
 }
 
 export interface StoreStats {
@@ -45,7 +47,7 @@ export function emptyKindStats(): KindStats {
 }
 
 function kindField(kind: EntryKind): keyof RepoStats {
-  return kind === 'refs' ? 'refs' : 'uploadPack'
+  return kind === 'refs' ? 'refs' : kind === 'lfs' ? 'lfs' : 'uploadPack'
 }
 
 export class Figures {
@@ -55,7 +57,7 @@ export class Figures {
   counters(repo: string, kind: EntryKind): KindStats {
     let s = this.#repos.get(repo)
     if (s === undefined) {
-      s = { refs: emptyKindStats(), uploadPack: emptyKindStats() }
+      s = { refs: emptyKindStats(), uploadPack: emptyKindStats(), lfs: emptyKindStats() }
       this.#repos.set(repo, s)
     }
     return s[kindField(kind)]
@@ -72,10 +74,10 @@ export class Figures {
   /** A copy of every counter, with the totals over all repositories. */
   snapshot(fillsInFlight: number, evictions: number): StoreStats {
     const repos = new Map<string, RepoStats>()
-    const totals: RepoStats = { refs: emptyKindStats(), uploadPack: emptyKindStats() }
+    const totals: RepoStats = { refs: emptyKindStats(), uploadPack: emptyKindStats(), lfs: emptyKindStats() }
     for (const [repo, s] of this.#repos) {
-      repos.set(repo, { refs: { ...s.refs }, uploadPack: { ...s.uploadPack } })
-      for (const field of ['refs', 'uploadPack'] as const) {
+      repos.set(repo, { refs: { ...s.refs }, uploadPack: { ...s.uploadPack }, lfs: { ...s.lfs } })
+      for (const field of ['refs', 'uploadPack', 'lfs'] as const) {
         const t = totals[field]
         const k = s[field]
         t.entries += k.entries

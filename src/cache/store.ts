@@ -180,7 +180,7 @@ export class CacheStore implements CacheStoreApi {
     this.#checkReady()
     const rec = this.#index.lookup(req.key, req.ttlMs, true)
     if (rec !== undefined) {
-      if (rec.meta.repo !== req.repo || rec.meta.kind !== req.kind) return this.#conflict(req, rec.meta)
+      if (!sameOwner(rec.meta, req)) return this.#conflict(req, rec.meta)
       const body = await this.#openHit(rec)
       if (body !== undefined) {
         this.#figures.hit(rec.meta.repo, rec.meta.kind, this.#now())
@@ -192,7 +192,7 @@ export class CacheStore implements CacheStoreApi {
     const counters = this.#figures.counters(req.repo, req.kind)
     const fill = this.#fills.joinable(req.key)
     if (fill !== undefined) {
-      if (fill.repo !== req.repo || fill.kind !== req.kind) return this.#conflict(req, fill)
+      if (!sameOwner(fill, req)) return this.#conflict(req, fill)
       counters.joins++
       return { how: 'join', body: this.#fills.join(fill), info: null }
     }
@@ -348,6 +348,15 @@ export class CacheStore implements CacheStoreApi {
     if (this.#state === 'new') throw new CacheError('ERR_CACHE_STATE', 'cache store used before init()')
     if (this.#state === 'closed') throw new CacheError('ERR_CACHE_CLOSED', 'the cache store is closed')
   }
+}
+
+/**
+ * Whether an entry (or fill) may answer `req`: same kind, and same
+ * repository, except for LFS objects, which are content-addressed and
+ * stored once for all repositories (the caller checked the grant).
+ */
+function sameOwner(found: { repo: string; kind: EntryKind }, req: { repo: string; kind: EntryKind }): boolean {
+  return found.kind === req.kind && (found.repo === req.repo || req.kind === 'lfs')
 }
 
 function toEntryInfo(rec: IndexRecord): EntryInfo {

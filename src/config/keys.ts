@@ -227,6 +227,18 @@ export const KEY_SPECS = Object.freeze([
     description: 'Seconds a cached clone may be served.',
     mutable: true,
   }),
+  required('scm-cache.lfs.enabled', {
+    at: 'cache.lfsEnabled',
+    validator: v.boolean,
+    default: 'true',
+    description: "Cache Git LFS downloads, served to the (object, repository, credential) the upstream's batch answer granted.",
+  }),
+  required('scm-cache.lfs.max.object.size', {
+    at: 'cache.lfsMaxObjectSize',
+    validator: v.bytes,
+    default: '4294967296',
+    description: 'Bytes; larger Git LFS objects pass through (their batch hrefs are left as the upstream gave them).',
+  }),
   required('scm-cache.minimum.free.space', {
     at: 'cache.minimumFreeSpace',
     validator: v.bytes,

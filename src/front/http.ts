@@ -119,6 +119,7 @@ export class GitHttpFront {
         tlsClientCertificate: hasClientCertificate(request),
       }),
       body: request,
+      clientProto: client.clientProto,
       get signal() {
         return gone.signal
       },

@@ -128,15 +128,22 @@ export interface OriginalDownload {
 export function rewriteDownloadActions(
   response: BatchResponse,
   proxyHref: (object: LfsObjectSpec) => string,
-  opts: { expiresIn?: number } = {},
+  opts: {
+    /** Seconds, for every rewritten action or per action. */
+    expiresIn?: number | ((original: OriginalDownload) => number)
+    /** Objects to rewrite (default: every object with a download action); the others stay as sent. */
+    only?: (object: BatchResponseObject) => boolean
+  } = {},
 ): { body: Record<string, unknown>; originals: OriginalDownload[] } {
   const originals: OriginalDownload[] = []
   const objects = response.objects.map((object) => {
     const action = object.actions.download
-    if (action === undefined) return object.raw
-    originals.push({ oid: object.oid, size: object.size, action })
+    if (action === undefined || opts.only?.(object) === false) return object.raw
+    const original = { oid: object.oid, size: object.size, action }
+    originals.push(original)
     const download: Record<string, unknown> = { href: proxyHref({ oid: object.oid, size: object.size }) }
-    if (opts.expiresIn !== undefined) download['expires_in'] = opts.expiresIn
+    if (typeof opts.expiresIn === 'function') download['expires_in'] = opts.expiresIn(original)
+    else if (opts.expiresIn !== undefined) download['expires_in'] = opts.expiresIn
     else if (action.expiresIn !== undefined) download['expires_in'] = action.expiresIn
     else if (action.expiresAt !== undefined) download['expires_at'] = action.expiresAt
     const rest: Record<string, unknown> = { ...object.raw }

@@ -54,12 +54,13 @@ export type UploadPackFigures = FromSchema<typeof UploadPackFigures>
 
 export const RepositoryFigures = {
   type: 'object',
-  required: ['projectKey', 'repoSlug', 'refs', 'uploadPack'],
+  required: ['projectKey', 'repoSlug', 'refs', 'uploadPack', 'lfs'],
   properties: {
     projectKey: { type: 'string', description: 'every path segment before the last (slashes included), path prefix removed' },
     repoSlug: { type: 'string', description: 'the last path segment without .git' },
     refs: KindFigures,
     uploadPack: UploadPackFigures,
+    lfs: KindFigures,
   },
   additionalProperties: false,
 } as const satisfies JSONSchema
@@ -76,8 +77,8 @@ export const CachesFigures = {
     maxSize: { type: 'integer', minimum: 0, description: 'scm-cache.max.size in bytes; 0: no cap' },
     totals: {
       type: 'object',
-      required: ['refs', 'uploadPack'],
-      properties: { refs: KindFigures, uploadPack: UploadPackFigures },
+      required: ['refs', 'uploadPack', 'lfs'],
+      properties: { refs: KindFigures, uploadPack: UploadPackFigures, lfs: KindFigures },
       additionalProperties: false,
     },
     repositories: { type: 'array', items: RepositoryFigures },
@@ -178,6 +179,7 @@ export function repositoriesFigures(
       repoSlug,
       refs: kindFigures(stats.refs),
       uploadPack: uploadPackFigures(stats.uploadPack, own),
+      lfs: kindFigures(stats.lfs),
     }))
 }
 
@@ -199,7 +201,7 @@ export function cachesFigures(input: CachesInputs): CachesFigures {
     freeSpace: input.disk.freeSpace,
     minimumFreeSpace: input.disk.minimumFreeSpace,
     maxSize: input.maxSize,
-    totals: { refs: kindFigures(input.totals.refs), uploadPack: uploadPackFigures(input.totals.uploadPack, input.split?.totals) },
+    totals: { refs: kindFigures(input.totals.refs), uploadPack: uploadPackFigures(input.totals.uploadPack, input.split?.totals), lfs: kindFigures(input.totals.lfs) },
     repositories: repositoriesFigures(input.repos, input.pathPrefix, input.split?.repos),
     ...(input.outage === undefined ? {} : { outage: { ...input.outage, since: isoSecond(input.outage.since) } }),
   }
@@ -281,11 +283,11 @@ export function repositoryFigures(
   }
   const first = matches[0]
   if (sum === null || first === undefined) return null
-  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: uploadPackFigures(sum.uploadPack, splitSum) }
+  return { ...restName(first, pathPrefix), refs: kindFigures(sum.refs), uploadPack: uploadPackFigures(sum.uploadPack, splitSum), lfs: kindFigures(sum.lfs) }
 }
 
 function addRepoStats(a: RepoStats, b: RepoStats): RepoStats {
-  return { refs: addKindStats(a.refs, b.refs), uploadPack: addKindStats(a.uploadPack, b.uploadPack) }
+  return { refs: addKindStats(a.refs, b.refs), uploadPack: addKindStats(a.uploadPack, b.uploadPack), lfs: addKindStats(a.lfs, b.lfs) }
 }
 
 function addKindStats(a: KindStats, b: KindStats): KindStats {

@@ -39,6 +39,8 @@ const UPLOAD_PACK_RESULT = 'application/x-git-upload-pack-result'
 
 export interface AccessDeps {
   memo: AuthMemo
+  /** Where LFS grants (oid, repository, credential) are kept; default `memo`. Apart, so that many objects do not push out acceptances. */
+  lfsMemo?: AuthMemo
   upstream: HttpUpstream
   log: Log
 }
@@ -91,6 +93,30 @@ export class Access {
   }
 
   /**
+   * The upstream's batch answer granted `credential` the download of
+   * object `oid` in `repo` (scope `lfs`): remembered within auth.ttl, or
+   * `ttlMs` when shorter. A grant opens that one object in that one
+   * repository only.
+   */
+  grantLfs(repo: RepoPath, credential: Credential, oid: string, ttlMs?: number): void {
+    if (credential.cacheable) this.#lfsMemo.accept(repo, lfsIdOf(credential, oid), ttlMs)
+  }
+
+  /** Whether a grant of `grantLfs` is on record and live. */
+  isLfsGranted(repo: RepoPath, credential: Credential, oid: string): boolean {
+    return credential.cacheable && this.#lfsMemo.isAccepted(repo, lfsIdOf(credential, oid))
+  }
+
+  /** The upstream refused this credential a batch naming `oid` in `repo`: its grant ends now. */
+  revokeLfs(repo: RepoPath, credential: Credential, oid: string): void {
+    this.#lfsMemo.reject(repo, lfsIdOf(credential, oid))
+  }
+
+  get #lfsMemo(): AuthMemo {
+    return this.#d.lfsMemo ?? this.#d.memo
+  }
+
+  /**
    * May `credential` be answered from the cache at `repo`'s upload-pack
    * endpoint? From the memo, else by git's own probe. Nothing of the
    * client's request body is needed (nor read) for this.
@@ -127,6 +153,11 @@ export class Access {
     this.#d.log.info({ repo, status: res.statusCode, contentType: type.slice(0, 80) }, 'access not proven: request passed through')
     return { kind: 'unproven', reason }
   }
+}
+
+/** The memo's name for an LFS grant: the object is part of what was granted. */
+function lfsIdOf(credential: Credential, oid: string): string {
+  return `lfs\0${oid}\0${credential.id}`
 }
 
 /** The memo's name for (credential, scope): the scope is part of what was proven. */

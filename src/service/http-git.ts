@@ -44,6 +44,7 @@ import type { CacheAnswer, CacheBody } from './answer.js'
 import { BodyLease, type BodyBudget } from './body-budget.js'
 import type { Credential } from './credential.js'
 import type { GitRoute } from './git-route.js'
+import type { LfsService } from './lfs.js'
 import type { Invalidation } from './invalidation.js'
 import type { RefsService } from './refs.js'
 import { readRequestBody } from './request-body.js'
@@ -73,6 +74,8 @@ export interface HttpGitRequest {
   body: Readable
   /** Fires when the client goes away. */
   signal: AbortSignal
+  /** The scheme the client reached the proxy with (TLS, or a trusted balancer's X-Forwarded-Proto); default `http`. */
+  clientProto?: 'http' | 'https'
 }
 
 /** `stale`: answered from the cache during an upstream outage (DESIGN §3.10). */
@@ -105,6 +108,8 @@ export interface HttpGitDeps {
   invalidation: Invalidation
   upstream: HttpUpstream
   budget: BodyBudget
+  /** Git LFS downloads through the cache (lfs.ts); without it the LFS API passes through. */
+  lfs?: LfsService
   /** Counts a cacheable request sent around the cache. */
   recordBypass: (repo: RepoPath) => void
   log: Log
@@ -170,6 +175,10 @@ export class HttpGitService {
     if (endpoint.kind === 'rpc' && endpoint.service === 'git-upload-pack') return this.#uploadPack(req)
     if (endpoint.kind === 'advertisement' && endpoint.service === 'git-upload-pack') return this.#advertisement(req)
     if (endpoint.kind === 'rpc' && endpoint.service === 'git-receive-pack') return this.#receivePack(req)
+    if (endpoint.kind === 'lfs' && this.#d.lfs !== undefined) {
+      const answer = await this.#d.lfs.answer(req, (body) => this.#passThrough(req, body))
+      if (answer !== null) return answer
+    }
     return this.#passThrough(req)
   }
 

@@ -148,6 +148,29 @@ export class HttpUpstream {
     })
   }
 
+  /**
+   * GET an absolute http(s) URL the upstream handed out (a Git LFS action's
+   * href, which may name another host, such as object storage), with
+   * exactly `headers`. Same agent, CAs and error mapping as `request`.
+   */
+  async fetchUrl(href: string, headers: Record<string, string>, signal?: AbortSignal): Promise<UpstreamResponse> {
+    const url = new URL(href)
+    const started = performance.now()
+    try {
+      const res = await this.#agent.request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: 'GET',
+        headers,
+        signal: signal ?? null,
+      })
+      this.#observe?.('GET', res.statusCode, (performance.now() - started) / 1000)
+      return { statusCode: res.statusCode, headers: flattenHeaders(res.headers), body: res.body }
+    } catch (err) {
+      throw mapUpstreamError(err, url.origin)
+    }
+  }
+
   /** Whether the upstream answers HTTP at all (any status counts), within `timeoutMs`. */
   async ping(timeoutMs = 5000): Promise<boolean> {
     try {

@@ -1,8 +1,9 @@
 /** Git LFS in tests: the real git-lfs client, isolated like git, and deterministic content. */
 import { createHash } from 'node:crypto'
-import { appendFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { gitHome } from './git.js'
+import { lfsOid, lfsPointer, storeLfsObject } from '../../src/upstream/embedded-lfs.js'
+import { gitHome, gitOk } from './git.js'
 
 /** The filter section `git lfs install` would write, in the isolated global config. */
 const LFS_FILTER = '[filter "lfs"]\n\tclean = git-lfs clean -- %f\n\tsmudge = git-lfs smudge -- %f\n\tprocess = git-lfs filter-process\n\trequired = true\n'
@@ -50,4 +51,36 @@ export async function lfsPost(url: string, body: unknown, headers: Record<string
 
 export function basicAuth(username: string, password: string): string {
   return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`
+}
+
+export interface LfsFile {
+  name: string
+  content: Buffer
+}
+
+/**
+ * `<root>/<name>`, a bare repository with one commit holding `files` as
+ * Git LFS pointers (and `.gitattributes`), their objects in the
+ * repository's LFS store: what a git-lfs push leaves upstream, made with
+ * plain git. `home` must be a git HOME without the LFS filter.
+ */
+export async function createLfsRepo(home: string, root: string, name: string, files: LfsFile[]): Promise<string> {
+  const work = mkdtempSync(path.join(root, '.work-'))
+  try {
+    await gitOk(home, ['init', '-q', '-b', 'main', work])
+    writeFileSync(path.join(work, '.gitattributes'), '*.bin filter=lfs diff=lfs merge=lfs -text\n')
+    writeFileSync(path.join(work, 'README.md'), `# ${name}\n`)
+    for (const f of files) {
+      mkdirSync(path.dirname(path.join(work, f.name)), { recursive: true })
+      writeFileSync(path.join(work, f.name), lfsPointer(lfsOid(f.content), f.content.length))
+    }
+    await gitOk(home, ['-C', work, 'add', '.'])
+    await gitOk(home, ['-C', work, 'commit', '-q', '-m', `${files.length} LFS files`])
+    const target = path.join(root, name)
+    await gitOk(home, ['clone', '-q', '--bare', work, target])
+    for (const f of files) await storeLfsObject(target, f.content)
+    return target
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
 }

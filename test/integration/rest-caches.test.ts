@@ -75,7 +75,7 @@ void t.test('per-repository figures, clearing one repository, clearing all', asy
   const app = await call(proxy.url, 'GET', '/caches/PROJ/app')
   t.equal(app.status, 200)
   t.match(app.json, { projectKey: 'PROJ', repoSlug: 'app', refs: { entries: 0 }, uploadPack: { entries: 1, hits: 1 } })
-  t.same(Object.keys(app.json as object), ['projectKey', 'repoSlug', 'refs', 'uploadPack'])
+  t.same(Object.keys(app.json as object), ['projectKey', 'repoSlug', 'refs', 'uploadPack', 'lfs'])
   t.match((await call(proxy.url, 'GET', '/caches/proj/app')).json, { projectKey: 'PROJ', repoSlug: 'app' }, 'project key in another case')
   t.match((await call(proxy.url, 'GET', '/caches/group/sub/lib')).json, { projectKey: 'group/sub', repoSlug: 'lib', uploadPack: { entries: 1 } }, 'nested project key')
   t.equal((await call(proxy.url, 'GET', '/caches/group/lib')).status, 404)

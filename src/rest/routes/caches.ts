@@ -130,5 +130,5 @@ export function registerCachesRoutes(app: RestApp, deps: CachesRouteDeps): void 
 
 function countEntries(store: CacheStoreApi): number {
   const t = store.stats().totals
-  return t.refs.entries + t.uploadPack.entries
+  return t.refs.entries + t.uploadPack.entries + t.lfs.entries
 }

@@ -89,6 +89,16 @@ void t.test('an empty body is a valid entry', async (t) => {
   t.equal((await readEntryMeta(dest)).meta.bodySize, 0)
 })
 
+void t.test('every kind reads back, lfs included', async (t) => {
+  const dir = t.testdir()
+  const body = Buffer.from('an LFS object')
+  for (const kind of ['refs', 'upload-pack', 'lfs'] as const) {
+    const meta = metaFor(body, { kind, key: sha256(`key-${kind}`) })
+    const { dest } = await writeEntry(dir, body, meta)
+    t.same((await readEntryMeta(dest)).meta, meta, kind)
+  }
+})
+
 void t.test('corrupt files are rejected', async (t) => {
   const body = Buffer.from('0123456789'.repeat(100))
   const meta = metaFor(body)

@@ -382,6 +382,38 @@ void t.test('a key that belongs to another repository is never served across', a
   t.ok(records.some((rec) => rec.level === 50 && /key conflict/.test(String(rec.msg))))
 })
 
+void t.test('an lfs entry (content-addressed) answers every repository, and only as lfs', async (t) => {
+  const { store } = await makeStore(t)
+  const key = keyOf('lfs object')
+  const data = Buffer.from('one object, stored once')
+  const p = producer(data)
+  const lfs = { kind: 'lfs' as const }
+  t.equal((await store.open(request(key, p.produce, lfs))).how, 'miss')
+  await store.idle()
+  const other = await store.open(request(key, p.produce, { ...lfs, repo: 'OTHER/repo.git' }))
+  t.equal(other.how, 'hit', 'another repository hits the same entry (its grant is checked by the caller)')
+  t.ok((await collect(bodyOf(other))).equals(data))
+  t.equal(p.calls, 1)
+  const asPack = await store.open(request(key, p.produce, { repo: 'OTHER/repo.git' }))
+  t.equal(asPack.how, 'bypass', 'never as another kind')
+  const stats = store.stats()
+  t.match(stats.totals.lfs, { entries: 1, misses: 1, hits: 1 })
+  t.match(stats.repos.get(REPO)?.lfs, { entries: 1 }, 'the entry counts for the repository that filled it')
+})
+
+void t.test('concurrent lfs opens from two repositories share one fill', async (t) => {
+  const { store } = await makeStore(t)
+  const key = keyOf('lfs burst')
+  const data = randomBody(200_000)
+  const p = producer(data, { chunkMax: 10_000 })
+  const a = await store.open(request(key, p.produce, { kind: 'lfs' }))
+  const b = await store.open(request(key, p.produce, { kind: 'lfs', repo: 'OTHER/repo.git' }))
+  t.same([a.how, b.how], ['miss', 'join'])
+  const [ba, bb] = await Promise.all([collect(bodyOf(a)), collect(bodyOf(b))])
+  t.ok(ba.equals(data) && bb.equals(data))
+  t.equal(p.calls, 1)
+})
+
 void t.test('bad keys are refused', async (t) => {
   const { store } = await makeStore(t)
   await t.rejects(store.open(request('../../etc/passwd', producer(Buffer.from('x')).produce)), {

@@ -11,7 +11,7 @@ import { cachesFigures, repositoriesFigures, repositoryFigures } from '../../../
 const kind = (over: Partial<KindStats> = {}): KindStats => ({
   entries: 0, size: 0, hits: 0, misses: 0, joins: 0, bypasses: 0, bytesServed: 0, lastHit: null, ...over,
 })
-const repo = (hits: number): RepoStats => ({ refs: kind(), uploadPack: kind({ hits }) })
+const repo = (hits: number): RepoStats => ({ refs: kind(), uploadPack: kind({ hits }), lfs: kind() })
 
 void t.test('record and snapshot', async (t) => {
   const split = new UploadPackSplit()

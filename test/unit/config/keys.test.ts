@@ -37,6 +37,8 @@ void t.test('the table covers exactly the documented keys', (t) => {
       'scm-cache.upload-pack.enabled',
       'scm-cache.upload-pack.fetch.enabled',
       'scm-cache.upload-pack.ttl',
+      'scm-cache.lfs.enabled',
+      'scm-cache.lfs.max.object.size',
       'scm-cache.minimum.free.space',
       'scm-cache.expiry.check.interval',
       'scm-cache.max.size',

@@ -271,3 +271,19 @@ void t.test('rewriteDownloadActions: expiry and objects without a download', (t)
   ])
   t.end()
 })
+
+void t.test('rewriteDownloadActions: only some objects, expiry per action', (t) => {
+  const answer = {
+    objects: [
+      { oid: OID, size: 1, authenticated: true, actions: { download: { href: HREF, header: { Authorization: 'RemoteAuth a' }, expires_in: 60 } } },
+      { oid: OID2, size: 5000, authenticated: true, actions: { download: { href: HREF, header: { Authorization: 'RemoteAuth b' } } } },
+    ],
+  }
+  const out = rewriteDownloadActions(parseBatchResponse(bytes(answer)), (o) => `http://proxy/${o.oid}`, {
+    only: (o) => o.size < 1000,
+    expiresIn: (o) => (o.action.expiresIn ?? 0) - 10,
+  })
+  t.same(out.body['objects'], [{ oid: OID, size: 1, actions: { download: { href: `http://proxy/${OID}`, expires_in: 50 } } }, answer.objects[1]], 'the other object is left as sent, header and all')
+  t.same(out.originals.map((o) => o.oid), [OID])
+  t.end()
+})

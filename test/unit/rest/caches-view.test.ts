@@ -16,7 +16,7 @@ function kind(over: Partial<KindStats> = {}): KindStats {
   return { entries: 0, size: 0, hits: 0, misses: 0, joins: 0, bypasses: 0, bytesServed: 0, lastHit: null, ...over }
 }
 function repo(up: Partial<KindStats> = {}, refs: Partial<KindStats> = {}): RepoStats {
-  return { refs: kind(refs), uploadPack: kind(up) }
+  return { refs: kind(refs), uploadPack: kind(up), lfs: kind() }
 }
 
 void t.test('isoSecond', async (t) => {
