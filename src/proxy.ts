@@ -152,6 +152,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     lfsMemo: new AuthMemo({ ttlMs: config.authTtl * 1000, now, max: 200_000 }),
     upstream,
     log: log.child({ component: 'access' }),
+    now,
   })
   const budget = new BodyBudget({ limit: config.proxy.httpBodyMemory })
   const limiter = new FillLimiter(FILL_LIMITS)

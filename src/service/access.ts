@@ -18,6 +18,7 @@
  * the request passes through untouched. Concurrent requests with the same
  * credential wait for one check instead of each asking the upstream.
  */
+import { LRUCache } from 'lru-cache'
 import type { Log } from '../logger.js'
 import type { AuthMemo } from '../cache/auth-memo.js'
 import type { RepoPath } from '../repository.js'
@@ -43,13 +44,19 @@ export interface AccessDeps {
   lfsMemo?: AuthMemo
   upstream: HttpUpstream
   log: Log
+  /** The clock of `signedInWithin` (the memo's own clock counts the rest). */
+  now?: () => number
 }
 
 export class Access {
   readonly #d: AccessDeps
+  /** repository + scope -> when a credential that is not anonymous was last accepted there (outage mode's sign-in prompt). */
+  readonly #signedIn = new LRUCache<string, number>({ max: 100_000 })
+  readonly #now: () => number
 
   constructor(deps: AccessDeps) {
     this.#d = deps
+    this.#now = deps.now ?? Date.now
   }
 
   /** Accepted within auth.ttl, known now (no waiting): a cached poll's path. */
@@ -74,7 +81,23 @@ export class Access {
 
   /** The upstream gave a real Git answer to this credential in this scope. */
   accept(repo: RepoPath, credential: Credential, scope: AccessScope): void {
-    if (credential.cacheable) this.#d.memo.accept(repo, idOf(credential, scope))
+    if (!credential.cacheable) return
+    this.#d.memo.accept(repo, idOf(credential, scope))
+    if (!credential.anonymous) this.#signedIn.set(`${scope}\0${repo}`, this.#now())
+  }
+
+  /**
+   * Outage mode: should an anonymous request be asked to sign in? True when
+   * some credential (not anonymous) was accepted for `repo` in `scope`
+   * within `windowMs`: git sends the credential of its URL or its helper
+   * only after a 401, so without one such a client would never be answered.
+   * Which credential that was is not known here, nor needed: the request
+   * that follows is judged on its own.
+   */
+  signedInWithin(repo: RepoPath, credential: Credential, scope: AccessScope, windowMs: number): boolean {
+    if (!credential.anonymous) return false
+    const at = this.#signedIn.get(`${scope}\0${repo}`)
+    return at !== undefined && this.#now() < at + windowMs
   }
 
   /**

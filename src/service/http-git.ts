@@ -407,7 +407,10 @@ export class HttpGitService {
     const { endpoint, repo } = req.route
     const { credential } = req
     if (endpoint.kind === 'advertisement' && endpoint.service === 'git-upload-pack') {
-      if (!d.access.acceptedForOutage(repo, credential, 'info-refs', outage.outageTtlMs)) throw outage.error('this request')
+      if (!d.access.acceptedForOutage(repo, credential, 'info-refs', outage.outageTtlMs)) {
+        if (d.access.signedInWithin(repo, credential, 'info-refs', outage.outageTtlMs)) return signInDuringOutage(outage)
+        throw outage.error('this request')
+      }
       const body = await outage.lastGood.load(repo, d.refs.keys.http(repo, req.version))
       if (body === null) throw outage.error('this advertisement')
       return this.#stale(repo, outage, body, ADVERTISEMENT_HEADERS)
@@ -522,6 +525,26 @@ export class HttpGitService {
       signal: req.signal,
     })
     return relayed(res)
+  }
+}
+
+/**
+ * Outage mode, an anonymous GET of a repository that signed-in clients
+ * used: a 401 challenge, so that git retries with the credential of its URL
+ * or credential helper (it sends none before a 401), which is then judged as
+ * any other. A client with none prints the outage in the realm.
+ */
+function signInDuringOutage(outage: Outage): HttpAnswer {
+  const text = `${outage.error('this request').message}; sign in to be answered from the cache\n`
+  return {
+    kind: 'upstream',
+    status: 401,
+    headers: {
+      'www-authenticate': `Basic realm="scm-cache-proxy: upstream unreachable, answering from the cache"`,
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': String(Buffer.byteLength(text)),
+    },
+    body: Readable.from([Buffer.from(text)]),
   }
 }
 

@@ -74,6 +74,17 @@ void t.test('outage mode: cached clones go on, others are refused, pushes get th
   const priv = await git(home, [...basic(CREDENTIALS.password), 'clone', '-q', privateUrl, path.join(dir, 'outage-private')])
   t.equal(priv.code, 0, `the accepted credential clones the private repository ${priv.stderr}`)
 
+  // A credential in the URL (or a helper's) is sent only after a 401: an anonymous first request is challenged, not refused.
+  const inUrl = new URL(privateUrl)
+  inUrl.username = CREDENTIALS.username
+  inUrl.password = CREDENTIALS.password
+  const viaUrl = await git(home, ['clone', '-q', inUrl.toString(), path.join(dir, 'outage-private-url')])
+  t.equal(viaUrl.code, 0, `the accepted credential in the URL clones too (after the proxy's 401) ${viaUrl.stderr}`)
+  inUrl.password = 'wrong'
+  const wrongUrl = await git(home, ['clone', '-q', inUrl.toString(), path.join(dir, 'refused-url')])
+  t.not(wrongUrl.code, 0, 'a wrong password in the URL is refused')
+  t.match(wrongUrl.stderr, /503|unreachable/, `with the outage named: ${wrongUrl.stderr.trim()}`)
+
   const refused = await git(home, [...basic('wrong'), 'clone', '-q', privateUrl, path.join(dir, 'refused')])
   t.not(refused.code, 0, 'an unknown credential is refused')
   t.match(refused.stderr, /503|unreachable/, `with the outage named: ${refused.stderr.trim()}`)
