@@ -99,7 +99,7 @@ export function evaluateTargets(r: Results): Target[] {
   }
   for (const p of r.passThrough ?? []) {
     out.push({
-      name: `pass-through overhead: ${p.op}`,
+      name: `one client's overhead: ${p.op}`,
       goal: '<= 5% wall',
       measured: `${pct(p.median.overhead)} (${p.median.proxyS} s vs ${p.median.directS} s)`,
       met: p.median.overhead <= 0.05,

@@ -1,4 +1,8 @@
-/** Scenario 4, pass-through overhead: what the proxy does not cache (fetches with haves, pushes), proxy vs direct. */
+/**
+ * Scenario 4, one client's overhead: a fetch with haves that no other client
+ * sent (a cache miss: the fill's cost) and a push (passed through), proxy vs
+ * direct.
+ */
 import { rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { pushCommit, type Env } from '../environment.js'
@@ -26,7 +30,7 @@ export async function scenarioPassThrough(env: Env, plan: Plan): Promise<PassRow
     await env.client.ok(['-C', clients[t], 'remote', 'set-url', 'origin', `${url}/${repo}.git`])
     await env.client.ok(['-C', clients[t], 'checkout', '-q', '-b', `bench-${t}`])
   }
-  const ops = ['fetch v2 (haves)', 'fetch v0 (haves)', 'push'] as const
+  const ops = ['fetch v2 (haves, a miss)', 'fetch v0 (haves, a miss)', 'push'] as const
   const rows = new Map<string, PassRow>(ops.map((op) => [op, { op, directS: [], proxyS: [], failures: 0, median: { directS: 0, proxyS: 0, overhead: 0 } }]))
   for (let rep = 0; rep < plan.passReps; rep++) {
     const order: Target[] = rep % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy']
