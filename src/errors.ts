@@ -142,3 +142,11 @@ export class CacheError extends ProxyError {}
 export function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
 }
+
+/** The first error in `err`'s chain of causes (itself included, five deep at most) that `match` picks. */
+export function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (match(e)) return e
+  }
+  return null
+}

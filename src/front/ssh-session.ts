@@ -530,28 +530,7 @@ class GitSession {
 
   /** A pack from the cache during an outage; anything the cache does not hold gets the outage error. */
   async #serveStale(version: 0 | 1 | 2, body: Buffer, outage: Outage): Promise<Extract<UploadPackAnswer, { kind: 'body' }>> {
-    let answer: UploadPackAnswer
-    try {
-      answer = await this.#d.uploadPack.serve({
-        repo: this.#x.repo,
-        version,
-        body,
-        front: 'SSH',
-        fetchUpstream: () => Promise.reject(outage.error('this pack')),
-      })
-    } catch (err) {
-      if (err instanceof ProtocolError) throw outage.error('this request')
-      throw err
-    }
-    if (answer.kind === 'pass' || answer.how === 'miss') {
-      if (answer.kind === 'body') answer.body.stream.destroy()
-      throw outage.error('this pack')
-    }
-    const err = await firstByte(answer.body.stream)
-    if (err !== null) {
-      answer.body.stream.destroy()
-      throw outage.error('this pack')
-    }
+    const answer = await this.#d.uploadPack.serveCachedOnly({ repo: this.#x.repo, version, body, front: 'SSH' }, (what) => outage.error(what))
     outage.countAnswer()
     this.#outcome.cache = 'stale'
     const marker = progressMarker(version, body)

@@ -29,7 +29,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { pipeline as pipelineCallback, Readable, Transform, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { BusyError, ProtocolError, UpstreamError, UpstreamRefusedError } from '../errors.js'
+import { BusyError, findCause, ProtocolError, UpstreamError, UpstreamRefusedError } from '../errors.js'
 import { httpGit, UPLOAD_PACK_ADVERTISEMENT } from '../upstream/http-git.js'
 import type { Log } from '../logger.js'
 import { firstByte } from '../io/first-byte.js'
@@ -47,7 +47,7 @@ import type { GitRoute } from './git-route.js'
 import type { LfsService } from './lfs.js'
 import type { Invalidation } from './invalidation.js'
 import type { RefsService } from './refs.js'
-import { readRequestBody } from './request-body.js'
+import { readRequestBody, sentBody } from './request-body.js'
 import { UPLOAD_PACK_RESULT, type UploadPackService } from './upload-pack.js'
 import { isUnreachableStatus, Outage } from './outage.js'
 import { progressMarker, withOutageProgress } from './outage-progress.js'
@@ -208,7 +208,7 @@ export class HttpGitService {
       })
       if (read.kind === 'too-large') {
         d.recordBypass(repo)
-        return withFinish(await this.#passThrough(req, Readable.from(concatStreams(read.head, read.rest))), release)
+        return withFinish(await this.#passThrough(req, sentBody(read)), release)
       }
       const git = httpGit(d.upstream, { repo, search: req.search, headers: forwardRequestHeaders(req.headers) })
       const fetchUpstream = (signal: AbortSignal): Promise<Readable> =>
@@ -441,23 +441,7 @@ export class HttpGitService {
           return { ...this.#stale(repo, outage, body, RESULT_HEADERS), cmd: 'ls-refs' }
         }
       }
-      const notCached = (): Promise<Readable> => Promise.reject(outage.error('this pack'))
-      let answer
-      try {
-        answer = await d.uploadPack.serve({ repo, version: req.version, body: read.decoded, front: 'HTTP', fetchUpstream: notCached })
-      } catch (err) {
-        if (err instanceof ProtocolError) throw outage.error('this request')
-        throw err
-      }
-      if (answer.kind === 'pass' || answer.how === 'miss') {
-        if (answer.kind === 'body') answer.body.stream.destroy()
-        throw outage.error('this pack')
-      }
-      const err = await firstByte(answer.body.stream)
-      if (err !== null) {
-        answer.body.stream.destroy()
-        throw outage.error('this pack')
-      }
+      const answer = await d.uploadPack.serveCachedOnly({ repo, version: req.version, body: read.decoded, front: 'HTTP' }, (what) => outage.error(what))
       outage.countAnswer()
       this.#logStale(repo)
       const marker = progressMarker(req.version, read.decoded)
@@ -634,18 +618,6 @@ function discard(): Writable {
 
 function isAdvertisement(res: UpstreamResponse): boolean {
   return String(res.headers['content-type'] ?? '') === UPLOAD_PACK_ADVERTISEMENT
-}
-
-function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (match(e)) return e
-  }
-  return null
-}
-
-async function* concatStreams(head: Buffer, rest: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
-  yield head
-  for await (const chunk of rest) yield chunk as Buffer // request and response streams yield Buffers
 }
 
 function header(value: string | string[] | undefined): string | undefined {

@@ -30,7 +30,7 @@
 import { createHash } from 'node:crypto'
 import { pipeline as pipelineCallback, Readable, Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { BusyError, CacheError, ProtocolError, UpstreamError, UpstreamStatusError } from '../errors.js'
+import { BusyError, CacheError, findCause, ProtocolError, UpstreamError, UpstreamStatusError } from '../errors.js'
 import { firstByte } from '../io/first-byte.js'
 import type { Log } from '../logger.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
@@ -43,7 +43,7 @@ import type { Access } from './access.js'
 import { BodyLease, type BodyBudget } from './body-budget.js'
 import type { HttpAnswer, HttpGitRequest } from './http-git.js'
 import type { LfsActions, UpstreamDownload } from './lfs-actions.js'
-import { readRequestBody } from './request-body.js'
+import { readRequestBody, sentBody } from './request-body.js'
 
 /** Largest batch request or answer read whole: git-lfs sends 100 objects a batch (about 12 KB, answers about 60 KB). */
 export const BATCH_LIMIT = 4 * 1024 * 1024
@@ -110,7 +110,7 @@ export class LfsService {
     })
     try {
       const read = await readRequestBody(req.body, { limit: BATCH_LIMIT, contentEncoding: undefined, lease, signal: req.signal })
-      if (read.kind === 'too-large') return release(await passThrough(Readable.from(concat(read.head, read.rest))))
+      if (read.kind === 'too-large') return release(await passThrough(sentBody(read)))
       let batch: BatchRequest | null
       try {
         batch = parseBatchRequest(read.raw, BATCH_LIMIT)
@@ -150,7 +150,7 @@ export class LfsService {
       return { kind: 'upstream', status: res.statusCode, headers, body: res.body }
     }
     const read = await readRequestBody(res.body, { limit: BATCH_LIMIT, contentEncoding: undefined, lease, signal: req.signal })
-    if (read.kind === 'too-large') return { kind: 'upstream', status: 200, headers, body: Readable.from(concat(read.head, read.rest)) }
+    if (read.kind === 'too-large') return { kind: 'upstream', status: 200, headers, body: sentBody(read) }
     let parsed: BatchResponse
     try {
       parsed = parseBatchResponse(read.raw, BATCH_LIMIT)
@@ -371,17 +371,5 @@ function withFinish(answer: HttpAnswer, extra: () => void): HttpAnswer {
       }
     },
   }
-}
-
-function findCause(err: unknown, match: (e: Error) => boolean): Error | null {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (match(e)) return e
-  }
-  return null
-}
-
-async function* concat(head: Buffer, rest: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
-  yield head
-  for await (const chunk of rest) yield chunk as Buffer // request and response streams yield Buffers
 }
 

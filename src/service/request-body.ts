@@ -8,7 +8,7 @@
  * A gzip body that expands beyond the limit is not decoded further either
  * (a gzip bomb costs at most `limit` bytes): it too passes through as sent.
  */
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { ProtocolError } from '../errors.js'
 import type { BodyLease } from './body-budget.js'
@@ -86,3 +86,12 @@ function isZlibError(err: unknown): boolean {
   return err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('Z_')
 }
 
+/** A too-large body as one stream again, as the client sent it: what was read, then the rest. */
+export function sentBody(read: { head: Buffer; rest: Readable }): Readable {
+  return Readable.from(prepended(read.head, read.rest))
+}
+
+async function* prepended(head: Buffer, rest: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
+  yield head
+  for await (const chunk of rest) yield chunk as Buffer // request and response streams yield Buffers
+}

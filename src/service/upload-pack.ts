@@ -14,6 +14,8 @@
  *   2. the store: hit, join, or miss (fill under the FillLimiter).
  */
 import type { Log } from '../logger.js'
+import { ProtocolError } from '../errors.js'
+import { firstByte } from '../io/first-byte.js'
 import { fillChecked, openOrPass, type CacheAnswer, type CacheRequestBase } from './answer.js'
 import type { FillLimiter } from '../cache/fill-limiter.js'
 import { decideFetchV2, decideUploadPackV1, type UploadPackDecision } from '../cache/policy.js'
@@ -107,6 +109,35 @@ export class UploadPackService {
         }),
     })
     if (answer.kind === 'body') this.#d.split?.record(req.repo, decision.fetch ? 'fetch' : 'clone', answer.how)
+    return answer
+  }
+
+  /**
+   * Only what the cache holds (outage mode, DESIGN §3.10): a committed entry
+   * or a running fill whose first byte exists. Anything else (a request the
+   * cache cannot parse or key, a miss, a fill that failed) is thrown as
+   * `unavailable(what)`; nothing is asked of the upstream.
+   */
+  async serveCachedOnly(
+    req: Omit<UploadPackRequest, 'fetchUpstream'>,
+    unavailable: (what: string) => Error,
+  ): Promise<Extract<UploadPackAnswer, { kind: 'body' }>> {
+    let answer: UploadPackAnswer
+    try {
+      answer = await this.serve({ ...req, fetchUpstream: () => Promise.reject(unavailable('this pack')) })
+    } catch (err) {
+      if (err instanceof ProtocolError) throw unavailable('this request')
+      throw err
+    }
+    if (answer.kind === 'pass' || answer.how === 'miss') {
+      if (answer.kind === 'body') answer.body.stream.destroy()
+      throw unavailable('this pack')
+    }
+    const err = await firstByte(answer.body.stream)
+    if (err !== null) {
+      answer.body.stream.destroy()
+      throw unavailable('this pack')
+    }
     return answer
   }
 }
