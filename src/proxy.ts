@@ -273,6 +273,7 @@ export async function startProxy(config: Config, log: Log, options: ProxyOptions
     disk.stop()
     clearInterval(sweeper)
     await store.close()
+    await lastGood.close()
     await upstream.close()
     await embedded?.close()
   })

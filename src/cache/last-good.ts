@@ -26,6 +26,9 @@ const KEY_RE = /^[0-9a-f]{64}$/
 export class LastGood {
   readonly #dir: string
   readonly #log: Log
+  /** Saves under way: `close()` waits for them, so nothing writes under cache.dir after it. */
+  readonly #pending = new Set<Promise<void>>()
+  #closed = false
 
   constructor(cacheDir: string, log: Log) {
     this.#dir = path.join(cacheDir, 'last-good')
@@ -40,9 +43,21 @@ export class LastGood {
     }
   }
 
-  /** Replaces the copy for `key` (write to a temp file, then rename). */
-  async save(repo: string, key: string, body: Buffer): Promise<void> {
-    if (!KEY_RE.test(key) || body.length > LAST_GOOD_MAX) return
+  /** Replaces the copy for `key` (write to a temp file, then rename). Never rejects. */
+  save(repo: string, key: string, body: Buffer): Promise<void> {
+    if (this.#closed || !KEY_RE.test(key) || body.length > LAST_GOOD_MAX) return Promise.resolve()
+    const done = this.#write(repo, key, body).finally(() => this.#pending.delete(done))
+    this.#pending.add(done)
+    return done
+  }
+
+  /** No more saves; resolves once those under way have ended. */
+  async close(): Promise<void> {
+    this.#closed = true
+    await Promise.all([...this.#pending])
+  }
+
+  async #write(repo: string, key: string, body: Buffer): Promise<void> {
     const file = path.join(this.#dir, key)
     const tmp = `${file}.${randomBytes(6).toString('hex')}`
     try {
