@@ -88,3 +88,18 @@ export async function fillChecked(
   }
   return info === undefined ? { commit: true } : { commit: true, info }
 }
+
+/** `answer` with `extra` run after its own `finish` (whether that succeeded or not). */
+export function withFinish<A extends { finish?: () => Promise<void> }>(answer: A, extra: () => void | Promise<void>): A {
+  const own = answer.finish
+  return {
+    ...answer,
+    finish: async () => {
+      try {
+        await own?.()
+      } finally {
+        await extra()
+      }
+    },
+  }
+}

@@ -40,7 +40,7 @@ import type { RepoPath } from '../repository.js'
 import { forwardRequestHeaders, isRefusal, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { Access, AccessScope } from './access.js'
 import { filterAdvertisement } from './advertisement.js'
-import type { CacheAnswer, CacheBody } from './answer.js'
+import { withFinish, type CacheAnswer, type CacheBody } from './answer.js'
 import { BodyLease, type BodyBudget } from './body-budget.js'
 import type { Credential } from './credential.js'
 import type { GitRoute } from './git-route.js'
@@ -219,12 +219,7 @@ export class HttpGitService {
       const fallback = (): Promise<HttpAnswer> => this.#passThrough(req, read.raw)
       let cmd: string | undefined
       if (req.version === 2) {
-        let parsed
-        try {
-          parsed = parseCommandRequestV2(read.decoded)
-        } catch {
-          parsed = null
-        }
+        const parsed = commandOf(read.decoded)
         if (parsed?.command === 'ls-refs') {
           const decision = d.refs.lsRefsDecision(repo, parsed.capabilities, parsed.args)
           if (!decision.cacheable) return withFinish({ ...(await fallback()), cmd: 'ls-refs' }, release)
@@ -428,12 +423,7 @@ export class HttpGitService {
       })
       if (read.kind === 'too-large') throw outage.error('this request')
       if (req.version === 2) {
-        let parsed
-        try {
-          parsed = parseCommandRequestV2(read.decoded)
-        } catch {
-          parsed = null
-        }
+        const parsed = commandOf(read.decoded)
         if (parsed?.command === 'ls-refs') {
           const decision = d.refs.lsRefsDecision(repo, parsed.capabilities, parsed.args)
           const body = decision.cacheable ? await outage.lastGood.load(repo, decision.key) : null
@@ -532,23 +522,17 @@ function signInDuringOutage(outage: Outage): HttpAnswer {
   }
 }
 
-function relayed(res: UpstreamResponse): HttpAnswer {
-  return { kind: 'upstream', status: res.statusCode, headers: relayResponseHeaders(res.headers), body: res.body }
+/** A v2 command request, or null when it does not parse (it then goes the way of anything unparsed). */
+function commandOf(body: Buffer): ReturnType<typeof parseCommandRequestV2> | null {
+  try {
+    return parseCommandRequestV2(body)
+  } catch {
+    return null
+  }
 }
 
-/** `answer` with `extra` run after its own finish. */
-function withFinish(answer: HttpAnswer, extra: () => Promise<void>): HttpAnswer {
-  const own = answer.finish
-  return {
-    ...answer,
-    finish: async () => {
-      try {
-        await own?.()
-      } finally {
-        await extra()
-      }
-    },
-  }
+function relayed(res: UpstreamResponse): HttpAnswer {
+  return { kind: 'upstream', status: res.statusCode, headers: relayResponseHeaders(res.headers), body: res.body }
 }
 
 /** The path below the repository that a route names. */

@@ -40,6 +40,7 @@ import { encodeRepoPath } from '../repository.js'
 import type { Settings } from '../settings.js'
 import { forwardRequestHeaders, isRefusal, relayResponseHeaders, type HttpUpstream, type UpstreamResponse } from '../upstream/http.js'
 import type { Access } from './access.js'
+import { withFinish } from './answer.js'
 import { BodyLease, type BodyBudget } from './body-budget.js'
 import type { HttpAnswer, HttpGitRequest } from './http-git.js'
 import type { LfsActions, UpstreamDownload } from './lfs-actions.js'
@@ -357,19 +358,5 @@ function notGranted(): HttpAnswer {
 function isJson(type: string | string[] | undefined): boolean {
   const t = String(type ?? '').split(';')[0]?.trim().toLowerCase()
   return t === LFS_MEDIA_TYPE || t === 'application/json'
-}
-
-function withFinish(answer: HttpAnswer, extra: () => void): HttpAnswer {
-  const own = answer.finish
-  return {
-    ...answer,
-    finish: async () => {
-      try {
-        await own?.()
-      } finally {
-        extra()
-      }
-    },
-  }
 }
 
